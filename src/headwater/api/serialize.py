@@ -1,0 +1,177 @@
+"""Store rows to the JSON shapes of the dltHub runtime API (`dlthub-api.md`, section 2).
+
+Required keys are always present (null where the type allows); Headwater's
+own additions (`reason`, `exit_code`, `parameters`, ...) are extra keys, which
+the clients keep.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from dlt._workspace.deployment._job_ref import short_name
+
+SYSTEM_NS = uuid.UUID("6f1d8f3e-9c1e-4a8b-9a0e-7f4c2b1d5e60")
+
+
+def system_id(*parts: str) -> str:
+    """Stable ids for what Headwater has one of (its organization, its user, a package)."""
+    return str(uuid.uuid5(SYSTEM_NS, "/".join(parts)))
+
+
+def duration(run: dict[str, Any]) -> float | None:
+    start: datetime | None = run.get("started_at")
+    end: datetime | None = run.get("finished_at")
+    if start is None:
+        return None
+    if end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def workspace(ws: dict[str, Any], base_url: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": ws["id"],
+        "name": ws["name"],
+        "description": ws.get("description"),
+        "organization_id": system_id("organization", ws["id"]),
+        "dataplane_id": "headwater",
+        "dataplane_url": base_url,
+        "created_at": ws["created_at"],
+        "updated_at": ws["updated_at"],
+        "archived_at": None,
+        "is_playground": False,
+        "predefined_profiles": {},
+        "path": ws["path"],
+        "manifest": manifest,
+    }
+
+
+def job_profile(job_def: dict[str, Any]) -> str:
+    return str((job_def.get("require") or {}).get("profile") or "default")
+
+
+def job(j: dict[str, Any], base_url: str) -> dict[str, Any]:
+    d = j["definition"]
+    return {
+        "id": j["id"],
+        "job_ref": j["job_ref"],
+        "job_type": j["job_type"],
+        "job_definition": d,
+        "job_definition_engine_version": d.get("engine_version", 2),
+        "job_definition_hash": j["definition_hash"],
+        "job_url": f"{base_url}/ui/jobs/{j['id']}",
+        "public_url": None,
+        "profile": job_profile(d),
+        "version": j["version"],
+        "workspace_id": j["workspace_id"],
+        "created_at": j["created_at"],
+        "created_by": system_id("user", "headwater"),
+        "updated_at": j["updated_at"],
+        "name": short_name(j["job_ref"]),
+        "description": d.get("description"),
+        "default_trigger": j["default_trigger"],
+        "triggers": j["triggers"],
+        "freshness": d.get("freshness"),
+        "deployment_module": j["deployment_module"],
+        "pipeline_name": j["pipeline_name"],
+        "next_scheduled_run_at": j["next_run_at"],
+        "interval_start": None,
+        "interval_end": None,
+        "public_secret": None,
+        "is_paused": j["is_paused"],
+        "is_archived": j["is_archived"],
+    }
+
+
+def job_version(v: dict[str, Any], j: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+    d = v["definition"]
+    return {
+        "id": v["id"],
+        "job_id": j["id"],
+        "job_ref": j["job_ref"],
+        "job_type": j["job_type"],
+        "job_definition": d,
+        "job_definition_engine_version": d.get("engine_version", 2),
+        "job_definition_hash": v["definition_hash"],
+        "profile": job_profile(d),
+        "version": v["version"],
+        "created_at": v["created_at"],
+        "created_by": system_id("user", "headwater"),
+        "updated_at": v["created_at"],
+        "max_run_time_seconds": int(timeout_s) if timeout_s else 0,
+        "provider": "local",
+    }
+
+
+def run(r: dict[str, Any], base_url: str, job_ref: str | None = None) -> dict[str, Any]:
+    ws = r["workspace_id"]
+    return {
+        "id": r["id"],
+        "number": r["number"],
+        "status": r["status"],
+        "trigger": r["trigger"],
+        "profile": r["profile"] or "default",
+        "workspace_id": ws,
+        "configuration_id": system_id("configuration", ws),
+        "deployment_id": system_id("deployment", ws),
+        "job_version_id": r["job_version_id"],
+        "created_at": r["created_at"],
+        "updated_at": r["updated_at"],
+        "started_at": r["started_at"],
+        "finished_at": r["finished_at"],
+        "duration_seconds": duration(r),
+        "logs_url": f"{base_url}/logs/v1/workspaces/{ws}/job-runs/{r['id']}/logs",
+        "triggered_by": r["triggered_by"],
+        "interval_start": r["interval_start"],
+        "interval_end": r["interval_end"],
+        "previous_job_run_id": r["previous_run_id"],
+        "pipeline_run_summaries": [],
+        # Headwater's own keys
+        "job_id": r["job_id"],
+        "job_ref": job_ref,
+        "reason": r["reason"],
+        "exit_code": r["exit_code"],
+        "parameters": r["parameters"],
+        "refresh": r["refresh"],
+        "launch_mode": r["launch_mode"],
+    }
+
+
+def detailed_run(
+    r: dict[str, Any], j: dict[str, Any], v: dict[str, Any] | None, base_url: str
+) -> dict[str, Any]:
+    out = run(r, base_url, j["job_ref"])
+    out["job"] = job(j, base_url)
+    out["job_version"] = job_version(v or _version_of(j), j, r["timeout_s"])
+    out["downstream_job_runs"] = None
+    return out
+
+
+def _version_of(j: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": j["current_version_id"],
+        "definition": j["definition"],
+        "definition_hash": j["definition_hash"],
+        "version": j["version"],
+        "created_at": j["updated_at"],
+    }
+
+
+def log_line(line: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "content": line["content"],
+        "line_num": line["line_num"],
+        "reported_at": line["reported_at"],
+        "source": line["source"],
+        "stage": line["stage"],
+        "io_stream": line["io_stream"],
+        # the older API's stream event called the stream `channel`
+        "channel": line["io_stream"],
+    }
+
+
+def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
+    return {"items": items, "total": total, "limit": limit, "offset": offset, "next_cursor": None}

@@ -1,0 +1,207 @@
+"""Wiring: the one place that puts the components together for `headwater up`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from headwater.api.app import ApiContext, create_app
+from headwater.events.dispatcher import Dispatcher
+from headwater.scheduler.scheduler import Scheduler
+from headwater.store.db import make_engine, sqlite_url, upgrade
+from headwater.store.store import Store
+from headwater.worker.worker import Worker, recover_lost_runs
+from headwater.workspace.launch import job_specs
+from headwater.workspace.manifest import ManifestError, load_manifest
+
+log = logging.getLogger(__name__)
+
+HOME_DIR = ".headwater"
+SERVER_FILE = "server.json"
+WATCHED_SUFFIXES = (".py", ".toml", ".json", ".yaml", ".yml", ".sql")
+
+
+@dataclass
+class ManifestState:
+    """What the server knows of the workspace's manifest: the last good one and the last error."""
+
+    version: int | None = None
+    hash: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    loaded_at: datetime | None = None
+    error: str | None = None
+    error_type: str | None = None
+    error_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "hash": self.hash,
+            "warnings": self.warnings,
+            "loaded_at": self.loaded_at,
+            "error": self.error,
+            "error_type": self.error_type,
+            "error_at": self.error_at,
+        }
+
+
+class Runtime:
+    """API, scheduler, event dispatcher and a worker over one store, in one process."""
+
+    def __init__(
+        self,
+        workspace: Path,
+        *,
+        db_url: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        warm: bool = True,
+        max_parallel: int = 16,
+        watch: bool = True,
+    ) -> None:
+        self.workspace = workspace.resolve()
+        self.home = self.workspace / HOME_DIR
+        self.home.mkdir(exist_ok=True)
+        self.host, self.port = host, port
+        engine = make_engine(db_url or sqlite_url(self.home / "headwater.db"))
+        upgrade(engine)
+        self.store = Store(engine)
+        ws = self.store.ensure_workspace(str(self.workspace), self.workspace.name)
+        self.ws_id: str = ws["id"]
+        self.manifest = ManifestState()
+        self._reload_lock = threading.Lock()
+        self._watch = watch
+        self._stop = threading.Event()
+        self.scheduler = Scheduler(self.store, self.ws_id)
+        self.dispatcher = Dispatcher(self.store, self.ws_id)
+        self.worker = Worker(
+            self.store, self.workspace, self.ws_id, max_parallel=max_parallel, warm=warm
+        )
+        latest = self.store.latest_manifest(self.ws_id)
+        if latest is not None:
+            self.manifest.version, self.manifest.hash = latest["version"], latest["hash"]
+            self.manifest.warnings = latest["warnings"]
+            self.manifest.loaded_at = latest["created_at"]
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def api(self) -> Any:
+        return create_app(
+            ApiContext(
+                store=self.store,
+                ws_id=self.ws_id,
+                base_url=lambda: self.url,
+                reload_manifest=self.reload_manifest,
+                manifest_status=self.manifest.as_dict,
+            )
+        )
+
+    def start(self) -> None:
+        lost = recover_lost_runs(self.store)
+        if lost:
+            log.warning("%d run(s) were active when Headwater stopped; marked failed", len(lost))
+        self.reload_manifest()
+        self.worker.start()
+        self.dispatcher.start()
+        self.scheduler.start()
+        if self._watch:
+            threading.Thread(target=self._watch_loop, name="watcher", daemon=True).start()
+        (self.home / SERVER_FILE).write_text(
+            json.dumps({"url": self.url, "workspace_id": self.ws_id, "pid": os.getpid()})
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scheduler.stop()
+        self.dispatcher.stop()
+        self.worker.stop()
+        try:
+            (self.home / SERVER_FILE).unlink()
+        except FileNotFoundError:
+            pass
+
+    def reload_manifest(self) -> dict[str, Any]:
+        """Read `__deployment__.py` again; a bad manifest keeps the last good one."""
+        with self._reload_lock:
+            now = datetime.now(UTC)
+            try:
+                loaded = load_manifest(self.workspace)
+            except ManifestError as ex:
+                self.manifest.error, self.manifest.error_type, self.manifest.error_at = (
+                    ex.detail,
+                    ex.error_type or None,
+                    now,
+                )
+                log.error(
+                    "manifest not loaded, keeping version %s: %s", self.manifest.version, ex.detail
+                )
+                return {
+                    "ok": False,
+                    "error": ex.detail,
+                    "error_type": ex.error_type,
+                    **self._summary(),
+                }
+            version, outcomes = self.store.deploy(
+                self.ws_id,
+                loaded.manifest,
+                loaded.hash,
+                loaded.warnings,
+                job_specs(loaded),
+                loaded.manifest.get("deployment_module"),
+            )
+            self.manifest.error = self.manifest.error_type = self.manifest.error_at = None
+            self.manifest.warnings = loaded.warnings
+            if version is not None:
+                self.manifest.version, self.manifest.hash, self.manifest.loaded_at = (
+                    version,
+                    loaded.hash,
+                    now,
+                )
+                log.info("manifest version %s loaded", version)
+            return {
+                "ok": True,
+                "changed": version is not None,
+                "jobs": [{"job_ref": o.job["job_ref"], "outcome": o.outcome} for o in outcomes],
+                **self._summary(),
+            }
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "version": self.manifest.version,
+            "hash": self.manifest.hash,
+            "warnings": self.manifest.warnings,
+        }
+
+    def _watch_loop(self) -> None:
+        from watchfiles import watch
+
+        def relevant(_change: Any, path: str) -> bool:
+            rel = os.path.relpath(path, self.workspace)
+            parts = rel.split(os.sep)
+            if parts[0] in (HOME_DIR, "_storage", "__pycache__") or "__pycache__" in parts:
+                return False
+            return path.endswith(WATCHED_SUFFIXES)
+
+        try:
+            for _changes in watch(
+                self.workspace,
+                watch_filter=relevant,
+                stop_event=self._stop,
+                debounce=300,
+                rust_timeout=1000,
+            ):
+                result = self.reload_manifest()
+                # job code may have changed even when the manifest did not: warm up anew
+                self.worker.refresh_launcher()
+                log.info("workspace changed: %s", result)
+        except Exception:
+            log.exception("file watch stopped")

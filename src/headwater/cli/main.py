@@ -1,0 +1,378 @@
+"""`headwater`: run a dlt workspace's jobs, and drive the server from the terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headwater.client import Client, ClientError, find_server
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+job_app = typer.Typer(help="Jobs of the workspace.", no_args_is_help=True)
+run_app = typer.Typer(help="Runs of jobs.", no_args_is_help=True)
+app.add_typer(job_app, name="job")
+app.add_typer(run_app, name="run")
+
+out = Console()
+err = Console(stderr=True)
+if not out.is_terminal:
+    # piped or captured output: keep rows whole instead of wrapping at 80 columns
+    out.width = 240
+
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", "-w", help="The workspace folder (default: current folder).")
+]
+STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "skipped": "dim",
+    "running": "cyan",
+    "starting": "cyan",
+    "pending": "blue",
+    "cancelling": "yellow",
+}
+
+
+def _client(workspace: Path) -> Client:
+    try:
+        url, ws_id = find_server(workspace)
+    except ClientError as ex:
+        _fail(ex.detail)
+    return Client(url, ws_id)
+
+
+def _fail(message: str, code: int = 1) -> Any:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _call(fn: Any, *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except ClientError as ex:
+        extra = ""
+        if ex.extra and isinstance(ex.extra, dict) and ex.extra.get("reasons"):
+            extra = ": " + "; ".join(ex.extra["reasons"])
+        _fail(f"{ex.detail}{extra}")
+
+
+def _status(s: str | None) -> str:
+    if not s:
+        return "-"
+    return f"[{STATUS_STYLE.get(s, 'white')}]{s}[/]"
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "-"
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _resolve(client: Client, ref: str) -> dict[str, Any]:
+    from headwater.workspace.triggers import JobRefError, resolve_ref
+
+    jobs = _call(client.jobs, include_archived=True)
+    try:
+        full = resolve_ref(ref, [j["job_ref"] for j in jobs])
+    except JobRefError as ex:
+        _fail(ex.reason)
+    return next(j for j in jobs if j["job_ref"] == full)
+
+
+# -- up and deploy ------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    workspace: Annotated[Path, typer.Argument(help="The workspace folder.")] = Path("."),
+    host: Annotated[
+        str, typer.Option(help="Address to bind; loopback unless you say so.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8765,
+    db_url: Annotated[
+        str | None, typer.Option(help="Database URL (default: SQLite under WORKSPACE/.headwater).")
+    ] = None,
+    warm: Annotated[bool, typer.Option(help="Fork runs from a pre-loaded launcher.")] = True,
+    max_parallel: Annotated[int, typer.Option(help="Most runs this worker runs at once.")] = 16,
+    watch: Annotated[bool, typer.Option(help="Reload the manifest when files change.")] = True,
+    log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
+) -> None:
+    """Run everything in one process: API, scheduler, event dispatcher and a worker."""
+    import uvicorn
+
+    from headwater.app import Runtime
+    from headwater.workspace.triggers import humanize
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    workspace = workspace.resolve()
+    if not (workspace / "__deployment__.py").exists():
+        _fail(f"no __deployment__.py in {workspace}: point `headwater up` at a dlt workspace")
+    runtime = Runtime(
+        workspace,
+        db_url=db_url,
+        host=host,
+        port=port,
+        warm=warm,
+        max_parallel=max_parallel,
+        watch=watch,
+    )
+    runtime.start()
+    out.print(f"[bold]Headwater[/bold] serving workspace [cyan]{workspace}[/cyan]")
+    out.print(f"  workspace id  {runtime.ws_id}")
+    out.print(f"  API           {runtime.url}")
+    if runtime.manifest.error:
+        out.print(f"  [red]manifest error[/red]  {runtime.manifest.error}")
+    jobs, _ = runtime.store.list_jobs(runtime.ws_id, is_archived=False, limit=1000)
+    for job in jobs:
+        trig = ", ".join(humanize(t) for t in job["definition"].get("triggers", [])) or "manual"
+        out.print(f"  job  {job['job_ref']}  [dim]{job['job_type']}; {trig}[/dim]")
+    sys.stdout.flush()
+    server = uvicorn.Server(
+        uvicorn.Config(runtime.api(), host=host, port=port, log_level="warning", access_log=False)
+    )
+    try:
+        server.run()
+    finally:
+        runtime.stop()
+
+
+@app.command()
+def deploy(workspace: WorkspaceOpt = Path(".")) -> None:
+    """Load the workspace's `__deployment__.py` again and reconcile jobs, without a restart."""
+    client = _client(workspace)
+    result = _call(client.reload)
+    if not result["ok"]:
+        _fail(
+            f"manifest not loaded (the server keeps version {result['version']}):\n"
+            + result["error"]
+        )
+    for job in result["jobs"]:
+        out.print(f"  {job['outcome']:<10} {job['job_ref']}")
+    for warning in result["warnings"]:
+        out.print(f"  [yellow]warning[/yellow] {warning}")
+    out.print(
+        f"manifest version {result['version']}" + ("" if result["changed"] else " (unchanged)")
+    )
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+@job_app.command("ls")
+def job_ls(
+    workspace: WorkspaceOpt = Path("."),
+    archived: Annotated[bool, typer.Option(help="Include archived jobs.")] = False,
+) -> None:
+    """List jobs with their triggers, next run and last status."""
+    from headwater.workspace.triggers import humanize
+
+    client = _client(workspace)
+    table = Table("job", "type", "triggers", "next run", "last run", box=None)
+    for job in _call(client.jobs, include_archived=archived):
+        latest = job.get("latest_job_run")
+        state = " [yellow](paused)[/yellow]" if job["is_paused"] else ""
+        state += " [dim](archived)[/dim]" if job["is_archived"] else ""
+        trig = ", ".join(humanize(t) for t in job["job_definition"].get("triggers", [])) or "manual"
+        last = f"#{latest['number']} {_status(latest['status'])}" if latest else "-"
+        table.add_row(
+            job["job_ref"] + state, job["job_type"], trig, _when(job["next_scheduled_run_at"]), last
+        )
+    out.print(table)
+
+
+@job_app.command("inspect")
+def job_inspect(ref: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Show a job: its definition, expanded triggers and latest run."""
+    client = _client(workspace)
+    job = _call(client.job, _resolve(client, ref)["id"])
+    out.print_json(data=job)
+
+
+@job_app.command("run")
+def job_run(
+    ref: str,
+    workspace: WorkspaceOpt = Path("."),
+    param: Annotated[
+        list[str], typer.Option("--param", "-p", help="k=v, a value for the job's arguments.")
+    ] = [],  # noqa: B006
+    profile: Annotated[str | None, typer.Option(help="Workspace profile to run with.")] = None,
+    refresh: Annotated[bool, typer.Option(help="Ask the job's pipelines to refresh.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Follow the logs and exit with the run's outcome.")
+    ] = False,
+) -> None:
+    """Trigger a job now."""
+    params: dict[str, str] = {}
+    for p in param:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            _fail(f"--param takes key=value, got {p!r}")
+        params[key] = value
+    client = _client(workspace)
+    job = _resolve(client, ref)
+    result = _call(
+        client.trigger,
+        job_ids=[job["id"]],
+        profile=profile,
+        refresh=refresh,
+        parameters=params or None,
+    )
+    for failed in result["failed"]:
+        _fail(failed["detail"])
+    items = result["succeeded"] + result["skipped"]
+    if not items:
+        _fail("nothing was triggered")
+    item = items[0]
+    run = item.get("job_run")
+    if item.get("status", "triggered") != "triggered":
+        reasons = "; ".join(item.get("reasons") or [])
+        _fail(f"{item['job_ref']} not started: {item['status']} ({reasons})", code=2)
+    out.print(
+        f"started run #{run['number']} of {item['job_ref']} ({item['trigger']})  id {run['id']}"
+    )
+    if wait:
+        raise typer.Exit(_follow(client, run["id"]))
+
+
+def _follow(client: Client, run_id: str) -> int:
+    for line in _call(lambda: list(_iter_follow(client, run_id))):
+        del line
+    run = _call(client.run, run_id)
+    out.print(
+        f"run #{run['number']} {_status(run['status'])}"
+        + (f": {run['reason']}" if run.get("reason") else "")
+    )
+    return 0 if run["status"] == "completed" else 1
+
+
+def _iter_follow(client: Client, run_id: str) -> Any:
+    for line in client.follow_logs(run_id):
+        _print_line(line)
+        yield line
+
+
+def _print_line(line: dict[str, Any]) -> None:
+    from rich.text import Text
+
+    num = f"{line['line_num'] + 1:>4} "
+    if line["source"] != "user":
+        out.print(Text(num + line["content"], style="dim"), highlight=False)
+    else:
+        bar = Text("| ", style="red" if line["io_stream"] == "stderr" else "")
+        out.print(Text(num) + bar + Text(line["content"]), highlight=False)
+
+
+@job_app.command("pause")
+def job_pause(ref: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Stop a job's timed triggers (manual triggers still work)."""
+    client = _client(workspace)
+    job = _call(client.set_paused, _resolve(client, ref)["id"], True)
+    out.print(f"paused {job['job_ref']}")
+
+
+@job_app.command("resume")
+def job_resume(ref: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Start a paused job's timed triggers again, from now on."""
+    client = _client(workspace)
+    job = _call(client.set_paused, _resolve(client, ref)["id"], False)
+    out.print(f"resumed {job['job_ref']}")
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+@run_app.command("ls")
+def run_ls(
+    workspace: WorkspaceOpt = Path("."),
+    job: Annotated[str | None, typer.Option(help="Only runs of this job.")] = None,
+    status: Annotated[list[str], typer.Option(help="Only runs in this status (repeatable).")] = [],  # noqa: B006
+    limit: int = 50,
+) -> None:
+    """List runs, newest first."""
+    client = _client(workspace)
+    job_id = _resolve(client, job)["id"] if job else None
+    page = _call(client.runs, job_id=job_id, statuses=status, limit=limit)
+    table = Table("id", "job", "#", "status", "trigger", "started", "duration", "reason", box=None)
+    for r in page["items"]:
+        dur = f"{r['duration_seconds']:.2f}s" if r["duration_seconds"] is not None else "-"
+        table.add_row(
+            r["id"],
+            r["job"]["job_ref"],
+            str(r["number"]),
+            _status(r["status"]),
+            r["trigger"],
+            _when(r["started_at"]),
+            dur,
+            r.get("reason") or "",
+        )
+    out.print(table)
+    out.print(f"[dim]{len(page['items'])} of {page['total']} runs[/dim]")
+
+
+@run_app.command("show")
+def run_show(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Show one run."""
+    client = _client(workspace)
+    run = _call(client.run, run_id)
+    keys = (
+        "id",
+        "number",
+        "status",
+        "reason",
+        "trigger",
+        "profile",
+        "parameters",
+        "previous_job_run_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration_seconds",
+        "exit_code",
+        "launch_mode",
+        "interval_start",
+        "interval_end",
+        "logs_url",
+    )
+    out.print(f"[bold]{run['job']['job_ref']}[/bold] run #{run['number']}")
+    for key in keys:
+        value = run.get(key)
+        out.print(f"  {key:<20} {_status(value) if key == 'status' else value}", highlight=False)
+
+
+@run_app.command("logs")
+def run_logs(
+    run_id: str,
+    workspace: WorkspaceOpt = Path("."),
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Follow until the run ends.")
+    ] = False,
+) -> None:
+    """Print a run's log."""
+    client = _client(workspace)
+    if follow:
+        raise typer.Exit(_follow(client, run_id))
+    for line in _call(client.logs, run_id):
+        _print_line(line)
+
+
+@run_app.command("cancel")
+def run_cancel(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Cancel a run: SIGTERM, then SIGKILL after the job's grace period."""
+    client = _client(workspace)
+    run = _call(client.cancel, run_id)
+    out.print(f"run #{run['number']} {_status(run['status'])}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,138 @@
+"""The HTTP client the CLI uses: the dltHub runtime API paths, plus Headwater's own."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ClientError(Exception):
+    def __init__(
+        self, status: int, detail: str, code: str | None = None, extra: Any = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.code = code
+        self.extra = extra
+
+
+def find_server(workspace: Path) -> tuple[str, str]:
+    """`(url, workspace_id)` from the environment, else from a running `headwater up`."""
+    url = os.environ.get("HEADWATER_URL")
+    ws_id = os.environ.get("HEADWATER_WORKSPACE_ID")
+    server_file = workspace.resolve() / ".headwater" / "server.json"
+    if server_file.exists() and not (url and ws_id):
+        info = json.loads(server_file.read_text())
+        url = url or info["url"]
+        ws_id = ws_id or info["workspace_id"]
+    if not url:
+        raise ClientError(
+            0,
+            f"no Headwater server found for {workspace.resolve()}: start one with `headwater up`"
+            " there, or set HEADWATER_URL and HEADWATER_WORKSPACE_ID",
+        )
+    if not ws_id:
+        ws_id = Client(url, "").health()["workspace_id"]
+    return url.rstrip("/"), str(ws_id)
+
+
+class Client:
+    def __init__(self, url: str, workspace_id: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.ws = workspace_id
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    @property
+    def w(self) -> str:
+        return f"/api/v1/workspaces/{self.ws}"
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self.http.request(method, path, **kw)
+        except httpx.TransportError as ex:
+            raise ClientError(0, f"cannot reach Headwater at {self.url}: {ex}") from ex
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"detail": resp.text}
+            raise ClientError(
+                resp.status_code, str(body.get("detail")), body.get("code"), body.get("extra")
+            )
+        return resp.json()
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def workspace(self) -> dict[str, Any]:
+        return self._call("GET", self.w)
+
+    def reload(self) -> dict[str, Any]:
+        return self._call("POST", f"{self.w}/-reload")
+
+    def jobs(self, include_archived: bool = False) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": 1000, "offset": 0}
+        if not include_archived:
+            params["is_archived"] = "false"
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._call("GET", f"{self.w}/jobs", params=params)
+            items += page["items"]
+            if not page["items"] or len(items) >= page["total"]:
+                return items
+            params["offset"] = len(items)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{self.w}/jobs/{job_id}")
+
+    def set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
+        return self._call("POST", f"{self.w}/jobs/{job_id}/{'-pause' if paused else '-resume'}")
+
+    def trigger(self, **body: Any) -> dict[str, Any]:
+        return self._call("POST", f"{self.w}/jobs/-trigger", json=body)
+
+    def runs(
+        self, job_id: str | None = None, statuses: list[str] | None = None, limit: int = 50
+    ) -> dict[str, Any]:
+        params: list[tuple[str, Any]] = [("limit", limit), ("offset", 0)]
+        if job_id:
+            params.append(("job_id", job_id))
+        for s in statuses or []:
+            params.append(("status", s))
+        return self._call("GET", f"{self.w}/job-runs", params=params)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{self.w}/job-runs/{run_id}")
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"{self.w}/job-runs/{run_id}/-cancel")
+
+    def logs(self, run_id: str) -> list[dict[str, Any]]:
+        resp = self.http.get(f"/logs/v1/workspaces/{self.ws}/job-runs/{run_id}/logs")
+        if resp.status_code >= 400:
+            raise ClientError(resp.status_code, resp.text)
+        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+
+    def follow_logs(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """Log lines as they come; ends when the server closes the stream (the run ended)."""
+        path = f"/logs/v1/workspaces/{self.ws}/job-runs/{run_id}/log-stream"
+        with self.http.stream(
+            "GET", path, headers={"Accept": "text/event-stream"}, timeout=None
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise ClientError(resp.status_code, resp.text)
+            event = None
+            for line in resp.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event == "log":
+                    yield json.loads(line[5:])
+                elif not line:
+                    event = None

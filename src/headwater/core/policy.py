@@ -1,0 +1,83 @@
+"""Trigger policy: what a trigger does to a job, given facts about the job.
+
+Pure functions: the store gathers the facts (inside the transaction that will
+act on the decision), the policy decides, the store carries it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class TriggerStatus(StrEnum):
+    """`TriggeredJob.status` values of the dltHub runtime API that Headwater answers."""
+
+    TRIGGERED = "triggered"
+    SKIPPED_PAUSED = "skipped_paused"
+    SKIPPED_CONCURRENCY_LIMIT = "skipped_concurrency_limit"
+    SKIPPED_ARCHIVED = "skipped_workspace_archived"
+
+
+TIMED_TRIGGER_KINDS = frozenset({"schedule", "every", "once"})
+"""Trigger kinds a paused job stops firing; every other kind still works."""
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the policy needs to know about a job at the moment of a trigger."""
+
+    concurrency: int | None
+    """Most active runs allowed; `None` means no limit."""
+    active_runs: int
+    is_paused: bool = False
+    is_archived: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: TriggerStatus
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def creates_run(self) -> bool:
+        return self.status is TriggerStatus.TRIGGERED
+
+
+def trigger_kind(trigger: str) -> str:
+    """`schedule:0 6 * * *` -> `schedule`; `job.success:jobs.a.b` -> `job.success`."""
+    return trigger.split(":", 1)[0]
+
+
+def decide(facts: JobFacts, trigger: str) -> Decision:
+    """Whether a trigger creates a run, or why it does not."""
+    if facts.is_archived:
+        return Decision(TriggerStatus.SKIPPED_ARCHIVED, ["job is archived"])
+    if facts.is_paused and trigger_kind(trigger) in TIMED_TRIGGER_KINDS:
+        return Decision(TriggerStatus.SKIPPED_PAUSED, ["job is paused"])
+    if facts.concurrency is not None and facts.active_runs >= facts.concurrency:
+        return Decision(
+            TriggerStatus.SKIPPED_CONCURRENCY_LIMIT,
+            [
+                f"job already has {facts.active_runs} active run(s);"
+                f" concurrency limit is {facts.concurrency}"
+            ],
+        )
+    return Decision(TriggerStatus.TRIGGERED)
+
+
+def pipeline_conflict(pipeline_name: str | None, busy_pipelines: set[str]) -> str | None:
+    """Why a run must wait: another live run loads the same dlt pipeline (shared state)."""
+    if pipeline_name and pipeline_name in busy_pipelines:
+        return f"waiting: pipeline {pipeline_name!r} is in use by another run"
+    return None
+
+
+def stop_deadline(started_at: float, timeout: float | None) -> float | None:
+    """When a run's timeout expires, in the same clock as `started_at`."""
+    return None if timeout is None else started_at + timeout
+
+
+def kill_deadline(term_sent_at: float, grace_period: float) -> float:
+    """When a process that got SIGTERM is killed for good."""
+    return term_sent_at + grace_period

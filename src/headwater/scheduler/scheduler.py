@@ -1,0 +1,108 @@
+"""Timed triggers: `schedule:`, `every:` and `once:`.
+
+Each (job, trigger) keeps a cursor, the last tick handled, in the store. An
+iteration fires the newest tick in `(cursor, now]` (so a server that was down
+runs a missed schedule once, not once per missed tick) with the unique key
+`<trigger>@<tick>`, then moves the cursor. A restart between the two finds
+the run by its key: a tick becomes one run, exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from headwater.store import notify
+from headwater.store.store import Store
+from headwater.workspace import triggers
+from headwater.workspace.launch import fire
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP_S = 30.0
+
+
+def tick_key(trigger: str, tick: datetime) -> str:
+    return f"{trigger}@{tick.astimezone(UTC).isoformat()}"
+
+
+class Scheduler:
+    def __init__(
+        self, store: Store, ws_id: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self.store = store
+        self.ws_id = ws_id
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, now: datetime) -> datetime | None:
+        """Fire what is due at `now`; answers when the next tick is due (None: nothing timed)."""
+        cursors = self.store.schedule_cursors()
+        soonest: datetime | None = None
+        next_runs: dict[str, datetime | None] = {}
+        for job in self.store.active_jobs(self.ws_id):
+            job_def = job["definition"]
+            timed = triggers.timed_triggers(job_def)
+            tz = triggers.timezone_of(job_def)
+            job_next: datetime | None = None
+            for trigger in timed:
+                last = cursors.get((job["id"], trigger))
+                if last is None:
+                    # first sight: schedules start now, nothing is made up for the past
+                    self.store.advance_schedule(job["id"], trigger, now)
+                    last = now
+                if not job["is_paused"]:
+                    due = triggers.latest_due_tick(trigger, last, now, tz)
+                    if due is not None:
+                        result = fire(
+                            self.store, job, trigger, now=due, dedupe_key=tick_key(trigger, due)
+                        )
+                        log.info(
+                            "%s fired %s for %s: %s",
+                            job["job_ref"],
+                            trigger,
+                            due.isoformat(),
+                            result.decision.status.value,
+                        )
+                        self.store.advance_schedule(job["id"], trigger, due)
+                        last = due
+                upcoming = triggers.next_tick(trigger, last, tz)
+                if upcoming is not None and (job_next is None or upcoming < job_next):
+                    job_next = upcoming
+            if job["is_paused"]:
+                job_next = None
+            if job_next != job["next_run_at"]:
+                next_runs[job["id"]] = job_next
+            if job_next is not None and (soonest is None or job_next < soonest):
+                soonest = job_next
+        self.store.set_next_run(next_runs)
+        return soonest
+
+    # -- background loop -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.store.notifier.notify(notify.JOBS)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            seen = self.store.notifier.version(notify.JOBS)
+            try:
+                soonest = self.run_once(self.clock())
+            except Exception:
+                log.exception("scheduler iteration failed")
+                soonest = None
+            sleep = MAX_SLEEP_S
+            if soonest is not None:
+                sleep = min(MAX_SLEEP_S, max(0.0, (soonest - self.clock()).total_seconds()) + 0.001)
+            # a deploy, pause or resume wakes us early: the next tick may have moved
+            self.store.notifier.wait(notify.JOBS, seen, sleep)

@@ -1,0 +1,199 @@
+"""Tables of the Headwater store (SQLite by default, PostgreSQL for fleets)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, answers aware UTC: SQLite has no time zones, clients need `Z`."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ManifestVersion(Base):
+    """Every manifest the workspace ever loaded, with dlt's hash."""
+
+    __tablename__ = "manifest_versions"
+    __table_args__ = (UniqueConstraint("workspace_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    version: Mapped[int]
+    hash: Mapped[str] = mapped_column(String(100))
+    deployment_module: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    manifest: Mapped[dict[str, Any]]
+    warnings: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("workspace_id", "job_ref"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    job_ref: Mapped[str] = mapped_column(String(300))
+    job_type: Mapped[str] = mapped_column(String(40))
+    definition: Mapped[dict[str, Any]]
+    """The job definition as dlt generated it, echoed verbatim to clients."""
+    definition_hash: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int]
+    current_version_id: Mapped[str] = mapped_column(String(36))
+    triggers: Mapped[list[Any]]
+    """Triggers expanded by dlt (`manual:`, `tag:`, `pipeline_name:` added)."""
+    default_trigger: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pipeline_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    deployment_module: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    run_counter: Mapped[int] = mapped_column(Integer, default=0)
+    """Number of the job's newest run; runs are numbered per job."""
+    next_run_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class JobVersion(Base):
+    __tablename__ = "job_versions"
+    __table_args__ = (UniqueConstraint("job_id", "version"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    version: Mapped[int]
+    definition: Mapped[dict[str, Any]]
+    definition_hash: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("job_id", "number"),
+        # a schedule tick, an event or an idempotent request becomes at most one run
+        UniqueConstraint("job_id", "dedupe_key"),
+        Index("ix_runs_status_created", "status", "created_at"),
+        Index("ix_runs_workspace_created", "workspace_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    job_version_id: Mapped[str] = mapped_column(String(36))
+    number: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20))
+    trigger: Mapped[str] = mapped_column(Text)
+    profile: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    refresh: Mapped[bool] = mapped_column(Boolean, default=False)
+    interval_start: Mapped[datetime | None] = mapped_column(nullable=True)
+    interval_end: Mapped[datetime | None] = mapped_column(nullable=True)
+    previous_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    triggered_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    dedupe_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the run is in its state: a skip, a wait, a failure."""
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pipeline_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    grace_period_s: Mapped[float] = mapped_column(Float)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_started: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The process's start time in clock ticks, so a reused pid is never mistaken for it."""
+    launch_mode: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class RunLogLine(Base):
+    __tablename__ = "run_logs"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    line_num: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(10))
+    """`user` (the job's output), `setup` (preparing the run), `runner` (Headwater's notes)."""
+    stage: Mapped[str] = mapped_column(String(10))
+    io_stream: Mapped[str] = mapped_column(String(10))
+    reported_at: Mapped[datetime]
+
+
+class Event(Base):
+    """Append-only log of state changes; chains and automations are dispatched from it."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(40))
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+
+
+class ScheduleCursor(Base):
+    """The last tick handled per job and timed trigger: how schedules survive restarts."""
+
+    __tablename__ = "schedule_cursors"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(300), primary_key=True)
+    last_tick: Mapped[datetime]
+
+
+class Cursor(Base):
+    """Named positions of background loops (the event dispatcher's last event)."""
+
+    __tablename__ = "cursors"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,790 @@
+"""Every statement Headwater runs against its database, named in one place.
+
+Each state change is one guarded `UPDATE ... WHERE status IN (...)`; a run's
+creation happens in the transaction that read the facts the trigger policy
+decided on; uniqueness of schedule ticks and chained runs is a unique key.
+Rows come back as plain dicts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from headwater.core import policy
+from headwater.core.states import ACTIVE, LIVE, TERMINAL, RunStatus, sources_of
+from headwater.store import notify
+from headwater.store.models import (
+    Cursor,
+    Event,
+    Job,
+    JobVersion,
+    ManifestVersion,
+    Run,
+    RunLogLine,
+    ScheduleCursor,
+    Workspace,
+)
+
+J = Job.__table__
+JV = JobVersion.__table__
+R = Run.__table__
+L = RunLogLine.__table__
+E = Event.__table__
+MV = ManifestVersion.__table__
+SC = ScheduleCursor.__table__
+C = Cursor.__table__
+W = Workspace.__table__
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job of a manifest, with what dlt derived from it, ready to store."""
+
+    job_ref: str
+    job_type: str
+    definition: dict[str, Any]
+    definition_hash: str
+    triggers: list[str]
+    default_trigger: str | None
+    pipeline_name: str | None
+
+
+@dataclass(frozen=True)
+class DeployedJob:
+    job: dict[str, Any]
+    outcome: str  # created | updated | unchanged | archived
+    previous_version: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a trigger asks of a new run."""
+
+    job_id: str
+    trigger: str
+    profile: str | None = None
+    parameters: dict[str, Any] | None = None
+    refresh: bool = False
+    previous_run_id: str | None = None
+    triggered_by: str | None = None
+    dedupe_key: str | None = None
+    interval_start: datetime | None = None
+    interval_end: datetime | None = None
+    timeout_s: float | None = None
+    grace_period_s: float = 30.0
+    concurrency: int | None = 1
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    decision: policy.Decision
+    run: dict[str, Any] | None
+    """The run created (or recorded as skipped); None for a dry run or a paused job."""
+    existing: bool = False
+    """True when the dedupe key named a run that already existed."""
+
+
+@dataclass(frozen=True)
+class LogLine:
+    content: str
+    source: str
+    stage: str
+    io_stream: str
+    reported_at: datetime
+
+
+def _row(r: Any) -> dict[str, Any] | None:
+    return None if r is None else dict(r._mapping)
+
+
+class Store:
+    def __init__(self, engine: Engine, notifier: notify.Notifier | None = None) -> None:
+        self.engine = engine
+        self.reader = engine.execution_options(readonly=True)
+        self.notifier = notifier or notify.Notifier()
+
+    # -- workspace -------------------------------------------------------------------------
+
+    def ensure_workspace(self, path: str, name: str) -> dict[str, Any]:
+        """The store's workspace; created with a new stable id on first start."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(W).limit(1)).first()
+            now = utcnow()
+            if row is None:
+                ws_id = new_id()
+                conn.execute(
+                    insert(W).values(id=ws_id, name=name, path=path, created_at=now, updated_at=now)
+                )
+                row = conn.execute(select(W).where(W.c.id == ws_id)).first()
+            elif row.path != path:
+                conn.execute(update(W).where(W.c.id == row.id).values(path=path, updated_at=now))
+                row = conn.execute(select(W).where(W.c.id == row.id)).first()
+        return _row(row)  # type: ignore[return-value]
+
+    def get_workspace(self, ws_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(W).where(W.c.id == ws_id)).first())
+
+    # -- manifests and jobs ----------------------------------------------------------------
+
+    def latest_manifest(self, ws_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(
+                conn.execute(
+                    select(MV)
+                    .where(MV.c.workspace_id == ws_id)
+                    .order_by(MV.c.version.desc())
+                    .limit(1)
+                ).first()
+            )
+
+    def deploy(
+        self,
+        ws_id: str,
+        manifest: dict[str, Any],
+        manifest_hash: str,
+        warnings: list[str],
+        specs: Sequence[JobSpec],
+        deployment_module: str | None,
+        dry_run: bool = False,
+    ) -> tuple[int | None, list[DeployedJob]]:
+        """Store a manifest version and reconcile the jobs to it.
+
+        Jobs missing from a manifest of the same deployment module are archived:
+        their triggers stop, their history stays. A manifest with the hash of the
+        newest version adds no version. Answers `(new version or None, outcomes)`.
+        """
+        now = utcnow()
+        outcomes: list[DeployedJob] = []
+        with self.engine.begin() as conn:
+            latest = conn.execute(
+                select(MV.c.version, MV.c.hash)
+                .where(MV.c.workspace_id == ws_id)
+                .order_by(MV.c.version.desc())
+                .limit(1)
+            ).first()
+            existing = {
+                r.job_ref: dict(r._mapping)
+                for r in conn.execute(select(J).where(J.c.workspace_id == ws_id))
+            }
+            seen: set[str] = set()
+            for spec in specs:
+                seen.add(spec.job_ref)
+                old = existing.get(spec.job_ref)
+                if old is None:
+                    outcomes.append(
+                        self._create_job(conn, ws_id, spec, deployment_module, now, dry_run)
+                    )
+                elif old["definition_hash"] != spec.definition_hash or old["is_archived"]:
+                    outcomes.append(
+                        self._update_job(conn, old, spec, deployment_module, now, dry_run)
+                    )
+                else:
+                    outcomes.append(DeployedJob(old, "unchanged", None))
+            if deployment_module is not None:
+                for ref, old in existing.items():
+                    if ref in seen or old["is_archived"]:
+                        continue
+                    if old["deployment_module"] not in (None, deployment_module):
+                        continue
+                    if not dry_run:
+                        conn.execute(
+                            update(J)
+                            .where(J.c.id == old["id"])
+                            .values(is_archived=True, next_run_at=None, updated_at=now)
+                        )
+                        old = {**old, "is_archived": True, "updated_at": now}
+                    outcomes.append(DeployedJob(old, "archived", None))
+            version: int | None = None
+            changed = latest is None or latest.hash != manifest_hash
+            if changed and not dry_run:
+                version = (latest.version if latest else 0) + 1
+                conn.execute(
+                    insert(MV).values(
+                        workspace_id=ws_id,
+                        version=version,
+                        hash=manifest_hash,
+                        deployment_module=deployment_module,
+                        manifest=manifest,
+                        warnings=list(warnings),
+                        created_at=now,
+                    )
+                )
+                self._event(
+                    conn,
+                    ws_id,
+                    "deployment.loaded",
+                    payload={"version": version, "hash": manifest_hash},
+                    now=now,
+                )
+        if not dry_run:
+            self.notifier.notify(notify.JOBS, notify.EVENTS)
+        return version, outcomes
+
+    def _create_job(
+        self,
+        conn: Connection,
+        ws_id: str,
+        spec: JobSpec,
+        module: str | None,
+        now: datetime,
+        dry_run: bool,
+    ) -> DeployedJob:
+        job_id, version_id = new_id(), new_id()
+        values = dict(
+            id=job_id,
+            workspace_id=ws_id,
+            job_ref=spec.job_ref,
+            job_type=spec.job_type,
+            definition=spec.definition,
+            definition_hash=spec.definition_hash,
+            version=1,
+            current_version_id=version_id,
+            triggers=spec.triggers,
+            default_trigger=spec.default_trigger,
+            pipeline_name=spec.pipeline_name,
+            deployment_module=module,
+            is_paused=False,
+            is_archived=False,
+            run_counter=0,
+            next_run_at=None,
+            created_at=now,
+            updated_at=now,
+        )
+        if not dry_run:
+            conn.execute(insert(J).values(**values))
+            conn.execute(
+                insert(JV).values(
+                    id=version_id,
+                    job_id=job_id,
+                    version=1,
+                    definition=spec.definition,
+                    definition_hash=spec.definition_hash,
+                    created_at=now,
+                )
+            )
+        return DeployedJob(values, "created", None)
+
+    def _update_job(
+        self,
+        conn: Connection,
+        old: dict[str, Any],
+        spec: JobSpec,
+        module: str | None,
+        now: datetime,
+        dry_run: bool,
+    ) -> DeployedJob:
+        previous = None
+        if old["current_version_id"]:
+            previous = _row(
+                conn.execute(select(JV).where(JV.c.id == old["current_version_id"])).first()
+            )
+        values: dict[str, Any] = dict(
+            job_type=spec.job_type,
+            triggers=spec.triggers,
+            default_trigger=spec.default_trigger,
+            pipeline_name=spec.pipeline_name,
+            deployment_module=module,
+            is_archived=False,
+            updated_at=now,
+        )
+        if old["definition_hash"] != spec.definition_hash:
+            version_id = new_id()
+            values.update(
+                definition=spec.definition,
+                definition_hash=spec.definition_hash,
+                version=old["version"] + 1,
+                current_version_id=version_id,
+            )
+            if not dry_run:
+                conn.execute(
+                    insert(JV).values(
+                        id=version_id,
+                        job_id=old["id"],
+                        version=old["version"] + 1,
+                        definition=spec.definition,
+                        definition_hash=spec.definition_hash,
+                        created_at=now,
+                    )
+                )
+        if not dry_run:
+            conn.execute(update(J).where(J.c.id == old["id"]).values(**values))
+        return DeployedJob({**old, **values}, "updated", previous)
+
+    def list_jobs(
+        self,
+        ws_id: str,
+        *,
+        ref: str | None = None,
+        is_archived: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        cond = [J.c.workspace_id == ws_id]
+        if ref is not None:
+            cond.append(J.c.job_ref == ref)
+        if is_archived is not None:
+            cond.append(J.c.is_archived == is_archived)
+        with self.reader.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(J).where(*cond)).scalar_one()
+            rows = conn.execute(
+                select(J).where(*cond).order_by(J.c.job_ref).limit(limit).offset(offset)
+            ).all()
+        return [dict(r._mapping) for r in rows], int(total)
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(J).where(J.c.id == job_id)).first())
+
+    def get_job_version(self, version_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(JV).where(JV.c.id == version_id)).first())
+
+    def active_jobs(self, ws_id: str) -> list[dict[str, Any]]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(J).where(J.c.workspace_id == ws_id, J.c.is_archived.is_(False))
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def set_paused(self, job_id: str, paused: bool) -> dict[str, Any] | None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            job = _row(conn.execute(select(J).where(J.c.id == job_id)).first())
+            if job is None:
+                return None
+            if job["is_paused"] != paused:
+                conn.execute(
+                    update(J).where(J.c.id == job_id).values(is_paused=paused, updated_at=now)
+                )
+                if not paused:
+                    # ticks missed while paused are not made up: schedules restart from now
+                    conn.execute(update(SC).where(SC.c.job_id == job_id).values(last_tick=now))
+                self._event(
+                    conn,
+                    job["workspace_id"],
+                    "job.paused" if paused else "job.resumed",
+                    job_id=job_id,
+                    now=now,
+                )
+                job = {**job, "is_paused": paused, "updated_at": now}
+        self.notifier.notify(notify.JOBS)
+        return job
+
+    def set_next_run(self, updates: dict[str, datetime | None]) -> None:
+        if not updates:
+            return
+        with self.engine.begin() as conn:
+            for job_id, at in updates.items():
+                conn.execute(update(J).where(J.c.id == job_id).values(next_run_at=at))
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def create_run(
+        self, req: RunRequest, *, now: datetime | None = None, dry_run: bool = False
+    ) -> TriggerResult:
+        """Decide a trigger and record its outcome in one transaction.
+
+        The job row is locked first (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE`),
+        so concurrent triggers of one job see each other's runs.
+        """
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            job = conn.execute(select(J).where(J.c.id == req.job_id).with_for_update()).first()
+            if job is None:
+                raise KeyError(req.job_id)
+            if req.dedupe_key is not None:
+                prior = conn.execute(
+                    select(R).where(R.c.job_id == req.job_id, R.c.dedupe_key == req.dedupe_key)
+                ).first()
+                if prior is not None:
+                    return TriggerResult(
+                        policy.Decision(policy.TriggerStatus.TRIGGERED), _row(prior), existing=True
+                    )
+            active = conn.execute(
+                select(func.count())
+                .select_from(R)
+                .where(R.c.job_id == req.job_id, R.c.status.in_([s.value for s in ACTIVE]))
+            ).scalar_one()
+            decision = policy.decide(
+                policy.JobFacts(
+                    concurrency=req.concurrency,
+                    active_runs=int(active),
+                    is_paused=job.is_paused,
+                    is_archived=job.is_archived,
+                ),
+                req.trigger,
+            )
+            if dry_run:
+                return TriggerResult(decision, None)
+            if decision.status in (
+                policy.TriggerStatus.SKIPPED_PAUSED,
+                policy.TriggerStatus.SKIPPED_ARCHIVED,
+            ):
+                return TriggerResult(decision, None)
+            number = job.run_counter + 1
+            conn.execute(update(J).where(J.c.id == req.job_id).values(run_counter=number))
+            created = decision.creates_run
+            run = dict(
+                id=new_id(),
+                workspace_id=job.workspace_id,
+                job_id=req.job_id,
+                job_version_id=job.current_version_id,
+                number=number,
+                status=(RunStatus.PENDING if created else RunStatus.SKIPPED).value,
+                trigger=req.trigger,
+                profile=req.profile,
+                parameters=dict(req.parameters or {}),
+                refresh=req.refresh,
+                interval_start=req.interval_start,
+                interval_end=req.interval_end,
+                previous_run_id=req.previous_run_id,
+                triggered_by=req.triggered_by,
+                dedupe_key=req.dedupe_key,
+                reason=None if created else "; ".join(decision.reasons),
+                exit_code=None,
+                pipeline_name=job.pipeline_name,
+                timeout_s=req.timeout_s,
+                grace_period_s=req.grace_period_s,
+                cancel_requested=False,
+                worker_id=None,
+                pid=None,
+                pid_started=None,
+                launch_mode=None,
+                created_at=now,
+                updated_at=now,
+                started_at=None,
+                finished_at=None if created else now,
+            )
+            conn.execute(insert(R).values(**run))
+            self._event(
+                conn,
+                job.workspace_id,
+                "run.pending" if created else "run.skipped",
+                job_id=req.job_id,
+                run_id=run["id"],
+                now=now,
+                payload={"trigger": req.trigger, "job_ref": job.job_ref},
+            )
+        self.notifier.notify(notify.RUNS, notify.EVENTS)
+        return TriggerResult(decision, run)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(R).where(R.c.id == run_id)).first())
+
+    def list_runs(
+        self,
+        ws_id: str,
+        *,
+        job_id: str | None = None,
+        statuses: Iterable[str] = (),
+        number: int | None = None,
+        triggered_by: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Runs newest first, as the clients expect."""
+        cond = [R.c.workspace_id == ws_id]
+        if job_id is not None:
+            cond.append(R.c.job_id == job_id)
+        statuses = list(statuses)
+        if statuses:
+            cond.append(R.c.status.in_(statuses))
+        if number is not None:
+            cond.append(R.c.number == number)
+        if triggered_by is not None:
+            cond.append(R.c.triggered_by == triggered_by)
+        with self.reader.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(R).where(*cond)).scalar_one()
+            rows = conn.execute(
+                select(R)
+                .where(*cond)
+                .order_by(R.c.created_at.desc(), R.c.number.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [dict(r._mapping) for r in rows], int(total)
+
+    def latest_runs(self, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The newest run of each job, keyed by job id."""
+        if not job_ids:
+            return {}
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(R).where(
+                    R.c.job_id.in_(list(job_ids)),
+                    R.c.number
+                    == select(J.c.run_counter).where(J.c.id == R.c.job_id).scalar_subquery(),
+                )
+            ).all()
+        return {r.job_id: dict(r._mapping) for r in rows}
+
+    def transition(
+        self, run_id: str, target: RunStatus, *, now: datetime | None = None, **fields: Any
+    ) -> dict[str, Any] | None:
+        """Move a run to `target` if the state machine allows it from where it is now.
+
+        Answers the updated run, or None when the run was not in a source state
+        (someone else moved it first).
+        """
+        now = now or utcnow()
+        values: dict[str, Any] = {"status": target.value, "updated_at": now, **fields}
+        if target in TERMINAL:
+            values.setdefault("finished_at", now)
+        if target is RunStatus.STARTING:
+            values.setdefault("started_at", now)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(R)
+                .where(R.c.id == run_id, R.c.status.in_([s.value for s in sources_of(target)]))
+                .values(**values)
+                .returning(*R.c)
+            ).first()
+            if result is None:
+                return None
+            run = dict(result._mapping)
+            self._event(
+                conn,
+                run["workspace_id"],
+                f"run.{target.value}",
+                job_id=run["job_id"],
+                run_id=run_id,
+                now=now,
+                payload={"reason": run["reason"], "exit_code": run["exit_code"]},
+            )
+        topics = [notify.EVENTS]
+        if target in TERMINAL:
+            topics += [notify.RUNS, notify.LOGS]  # a slot is free; log followers may close
+        self.notifier.notify(*topics)
+        return run
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set bookkeeping fields (pid, reason) that do not change the state."""
+        with self.engine.begin() as conn:
+            conn.execute(update(R).where(R.c.id == run_id).values(**fields))
+
+    def request_cancel(
+        self, run_id: str, reason: str = "cancelled by request"
+    ) -> dict[str, Any] | None:
+        """Pending runs end at once; live ones go to `cancelling` for the worker to stop."""
+        run = self.get_run(run_id)
+        if run is None:
+            return None
+        status = RunStatus(run["status"])
+        if status is RunStatus.PENDING:
+            done = self.transition(
+                run_id, RunStatus.CANCELLED, reason=reason, cancel_requested=True
+            )
+            if done is not None:
+                return done
+            status = RunStatus((self.get_run(run_id) or run)["status"])
+        if status in (RunStatus.STARTING, RunStatus.RUNNING):
+            done = self.transition(
+                run_id, RunStatus.CANCELLING, reason=reason, cancel_requested=True
+            )
+            self.notifier.notify(notify.CANCELS)
+            if done is not None:
+                return done
+        return self.get_run(run_id)
+
+    def claim_next(self, worker_id: str, now: datetime | None = None) -> dict[str, Any] | None:
+        """Take the oldest pending run that may start now and mark it `starting`.
+
+        A run waits while another live run loads the same dlt pipeline; its
+        `reason` says so.
+        """
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            candidates = conn.execute(
+                select(R)
+                .where(R.c.status == RunStatus.PENDING.value)
+                .order_by(R.c.created_at, R.c.number)
+                .limit(50)
+            ).all()
+            if not candidates:
+                return None
+            busy = {
+                r.pipeline_name
+                for r in conn.execute(
+                    select(R.c.pipeline_name).where(
+                        R.c.status.in_([s.value for s in LIVE]), R.c.pipeline_name.is_not(None)
+                    )
+                )
+            }
+            for cand in candidates:
+                wait_reason = policy.pipeline_conflict(cand.pipeline_name, busy)
+                if wait_reason is not None:
+                    if cand.reason != wait_reason:
+                        conn.execute(update(R).where(R.c.id == cand.id).values(reason=wait_reason))
+                    continue
+                claimed = conn.execute(
+                    update(R)
+                    .where(R.c.id == cand.id, R.c.status == RunStatus.PENDING.value)
+                    .values(
+                        status=RunStatus.STARTING.value,
+                        worker_id=worker_id,
+                        started_at=now,
+                        updated_at=now,
+                        reason=None,
+                    )
+                    .returning(*R.c)
+                ).first()
+                if claimed is None:
+                    continue
+                self._event(
+                    conn,
+                    claimed.workspace_id,
+                    "run.starting",
+                    job_id=claimed.job_id,
+                    run_id=claimed.id,
+                    now=now,
+                )
+                return dict(claimed._mapping)
+        return None
+
+    def live_runs(self, worker_id: str | None = None) -> list[dict[str, Any]]:
+        cond = [R.c.status.in_([s.value for s in LIVE])]
+        if worker_id is not None:
+            cond.append(R.c.worker_id == worker_id)
+        with self.reader.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(R).where(*cond))]
+
+    def count_runs(self, statuses: Iterable[str]) -> int:
+        with self.reader.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(R).where(R.c.status.in_(list(statuses)))
+                ).scalar_one()
+            )
+
+    # -- logs ---------------------------------------------------------------------------------
+
+    def append_logs(self, batches: dict[str, tuple[int, list[LogLine]]]) -> None:
+        """Insert log lines; `batches` maps run id to (first line number, lines)."""
+        rows = [
+            dict(
+                run_id=run_id,
+                line_num=first + i,
+                content=line.content,
+                source=line.source,
+                stage=line.stage,
+                io_stream=line.io_stream,
+                reported_at=line.reported_at,
+            )
+            for run_id, (first, lines) in batches.items()
+            for i, line in enumerate(lines)
+        ]
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(insert(L), rows)
+        self.notifier.notify(notify.LOGS)
+
+    def next_line_num(self, run_id: str) -> int:
+        with self.reader.connect() as conn:
+            n = conn.execute(select(func.max(L.c.line_num)).where(L.c.run_id == run_id)).scalar()
+        return 0 if n is None else int(n) + 1
+
+    def read_logs(self, run_id: str, after: int = -1, limit: int = 10_000) -> list[dict[str, Any]]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(L)
+                .where(L.c.run_id == run_id, L.c.line_num > after)
+                .order_by(L.c.line_num)
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- events and cursors ------------------------------------------------------------------
+
+    def _event(
+        self,
+        conn: Connection,
+        ws_id: str,
+        kind: str,
+        *,
+        job_id: str | None = None,
+        run_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            insert(E).values(
+                workspace_id=ws_id,
+                kind=kind,
+                job_id=job_id,
+                run_id=run_id,
+                payload=payload or {},
+                created_at=now,
+            )
+        )
+
+    def events_after(self, position: int, limit: int = 500) -> list[dict[str, Any]]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(E).where(E.c.id > position).order_by(E.c.id).limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def last_event_id(self) -> int:
+        with self.reader.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(E.c.id), 0))).scalar_one())
+
+    def get_cursor(self, name: str) -> int | None:
+        with self.reader.connect() as conn:
+            return conn.execute(select(C.c.position).where(C.c.name == name)).scalar()
+
+    def set_cursor(self, name: str, position: int) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(update(C).where(C.c.name == name).values(position=position))
+            if done.rowcount == 0:
+                conn.execute(insert(C).values(name=name, position=position))
+
+    def schedule_cursors(self) -> dict[tuple[str, str], datetime]:
+        with self.reader.connect() as conn:
+            return {(r.job_id, r.trigger): r.last_tick for r in conn.execute(select(SC))}
+
+    def advance_schedule(self, job_id: str, trigger: str, tick: datetime) -> None:
+        """Record that `tick` was handled; never moves a cursor backwards."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(SC)
+                .where(
+                    SC.c.job_id == job_id,
+                    SC.c.trigger == trigger,
+                    or_(SC.c.last_tick < tick),
+                )
+                .values(last_tick=tick)
+            )
+            if done.rowcount == 0:
+                exists = conn.execute(
+                    select(SC.c.job_id).where(and_(SC.c.job_id == job_id, SC.c.trigger == trigger))
+                ).first()
+                if exists is None:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(
+                                insert(SC).values(job_id=job_id, trigger=trigger, last_tick=tick)
+                            )
+                    except IntegrityError:
+                        pass
+
+    def drop_schedule(self, job_id: str, keep: Iterable[str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(SC).where(SC.c.job_id == job_id, SC.c.trigger.not_in(list(keep))))

@@ -1,0 +1,225 @@
+"""The warm launcher: a pre-loaded process that forks one child per run.
+
+Started as a fresh interpreter in the workspace, it imports dlt, dlt's
+launchers and the workspace's modules, and does one no-op launcher run so
+that what dlt imports lazily is loaded too. Each run is then a `fork()`:
+about 5 ms to the job's first line instead of 0.6 s for a new interpreter.
+
+It stays single-threaded (a fork of a threaded process is unsafe) and talks
+to the worker over a `SOCK_SEQPACKET` socket: requests carry the run's stdout
+and stderr pipe ends as file descriptors; answers are `spawned` and `exit`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any
+
+MAX_MESSAGE = 4 * 1024 * 1024
+NOOP_JOB = "headwater.worker.noop"
+
+
+def run_launcher(launcher: str, argv: list[str]) -> int:
+    """Run a dlt launcher module as `python -m <launcher> argv...` would; answers the exit code."""
+    import runpy
+    import warnings
+
+    sys.argv = [launcher, *argv]
+    try:
+        with warnings.catch_warnings():
+            # the warm launcher imported the launcher module already; running it again is the point
+            warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
+            runpy.run_module(launcher, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as ex:
+        if ex.code is None:
+            code = 0
+        elif isinstance(ex.code, int):
+            code = ex.code
+        else:
+            print(ex.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    return code
+
+
+def _warm(workspace: str) -> None:
+    """Load dlt, the launchers and the workspace, then run a no-op job once."""
+    devnull = open(os.devnull, "w")
+    saved_env = dict(os.environ)
+    real_out, real_err = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = devnull
+    try:
+        import dlt  # noqa: F401
+        import dlt._workspace.deployment.launchers.job as job_launcher  # noqa: F401
+
+        try:
+            __import__("__deployment__")
+        except BaseException:
+            # the manifest loader reports import errors; runs will show them too
+            pass
+        entry = {
+            "module": NOOP_JOB,
+            "function": "noop",
+            "job_type": "batch",
+            "launcher": "dlt._workspace.deployment.launchers.job",
+            "job_ref": "jobs.noop.noop",
+            "refresh": False,
+        }
+        run_launcher(
+            "dlt._workspace.deployment.launchers.job",
+            ["--run-id", "warmup", "--trigger", "manual:", "--entry-point", json.dumps(entry)],
+        )
+    finally:
+        sys.stdout, sys.stderr = real_out, real_err
+        devnull.close()
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
+    """In the forked child: become the run's process group and run the launcher."""
+    code = 1
+    try:
+        os.setsid()
+        for fd in keep_closed:
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        out_fd, err_fd = fds
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = io.TextIOWrapper(
+            io.FileIO(1, "w", closefd=False), encoding="utf-8", line_buffering=True
+        )
+        sys.stderr = io.TextIOWrapper(
+            io.FileIO(2, "w", closefd=False), encoding="utf-8", line_buffering=True
+        )
+        os.environ.clear()
+        os.environ.update(req["env"])
+        os.chdir(req["cwd"])
+        code = run_launcher(req["launcher"], req["argv"])
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+def serve(sock: socket.socket, workspace: str) -> None:
+    os.chdir(workspace)
+    if workspace not in sys.path:
+        sys.path.insert(0, workspace)
+    _warm(workspace)
+    threads = threading.active_count()
+    _send(sock, {"op": "ready", "pid": os.getpid(), "threads": threads})
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # the worker owns shutdown; a Ctrl-C in the terminal must not kill us mid-run
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, "sock")
+    sel.register(wake_r, selectors.EVENT_READ, "wake")
+    children: dict[int, str] = {}
+    retiring = False
+    while True:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "sock":
+                try:
+                    msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 2)
+                except OSError:
+                    msg, fds = b"", []
+                if not msg:
+                    # the worker is gone: nobody can read our children's exits any more
+                    os._exit(0)
+                req = json.loads(msg)
+                if req["op"] == "retire":
+                    retiring = True
+                elif req["op"] == "spawn":
+                    _spawn(sock, req, fds, children, [sock.fileno(), wake_r, wake_w])
+            else:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+        _reap(sock, children)
+        if retiring and not children:
+            os._exit(0)
+
+
+def _spawn(
+    sock: socket.socket,
+    req: dict[str, Any],
+    fds: list[int],
+    children: dict[int, str],
+    keep_closed: list[int],
+) -> None:
+    if len(fds) != 2 or threading.active_count() != 1:
+        for fd in fds:
+            os.close(fd)
+        _send(sock, {"op": "refused", "run_id": req["run_id"], "reason": "unsafe to fork"})
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _child(req, fds, keep_closed)
+    for fd in fds:
+        os.close(fd)
+    children[pid] = req["run_id"]
+    _send(sock, {"op": "spawned", "run_id": req["run_id"], "pid": pid})
+
+
+def _reap(sock: socket.socket, children: dict[int, str]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        run_id = children.pop(pid, None)
+        _send(
+            sock,
+            {"op": "exit", "pid": pid, "run_id": run_id, "code": os.waitstatus_to_exitcode(status)},
+        )
+
+
+def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
+    try:
+        sock.send(json.dumps(msg).encode())
+    except OSError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    serve(socket.socket(fileno=int(sys.argv[2])), sys.argv[1])

@@ -1,0 +1,477 @@
+"""The worker: claims runs, starts them, streams their logs, enforces timeouts and cancels.
+
+Two threads: the claimer takes pending runs while there is capacity and starts
+their processes; the supervisor reads every run's pipes, writes log lines,
+sends SIGTERM / SIGKILL when a timeout or a cancel asks for it, and ends runs
+when their process has exited.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from headwater.core.states import RunStatus, outcome_of_exit
+from headwater.store import notify
+from headwater.store.store import LogLine, Store
+from headwater.worker.processes import (
+    ForkServer,
+    FreshLauncher,
+    is_same_process,
+    process_start_ticks,
+)
+from headwater.workspace.launch import launch_command, run_environment
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_TICK_S = 0.05
+PIPE_DRAIN_AFTER_EXIT_S = 2.0
+"""How long a run's pipes may stay open after its process exited (a child holding them)."""
+MAX_LINE = 64 * 1024
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RunHandle:
+    run: dict[str, Any]
+    pid: int
+    streams: dict[int, str]  # read fd -> "stdout" | "stderr"
+    partial: dict[int, bytearray] = field(default_factory=dict)
+    exit_code: int | None = None
+    exited_at: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    term_sent_at: float | None = None
+    kill_at: float | None = None
+    killed: bool = False
+    timed_out: bool = False
+    cancelled: bool = False
+
+    @property
+    def timeout_at(self) -> float | None:
+        t = self.run.get("timeout_s")
+        return None if t is None else self.started + float(t)
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        workspace: Path,
+        ws_id: str,
+        *,
+        max_parallel: int = 16,
+        warm: bool = True,
+        base_env: dict[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.workspace = workspace
+        self.ws_id = ws_id
+        self.max_parallel = max_parallel
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.base_env = dict(base_env if base_env is not None else os.environ)
+        self._warm = warm
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._handles: dict[str, RunHandle] = {}
+        self._by_pid: dict[int, RunHandle] = {}
+        self._early_exits: dict[int, int] = {}
+        self._lines: dict[str, list[LogLine]] = {}
+        self._line_nums: dict[str, int] = {}
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._fresh = FreshLauncher(self._on_exit)
+        self._forkserver: ForkServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._warm:
+            self.refresh_launcher()
+        for target, name in ((self._claim_loop, "claimer"), (self._supervise_loop, "supervisor")):
+            t = threading.Thread(target=target, name=f"worker-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake()
+        self.store.notifier.notify(notify.RUNS)
+        for t in self._threads:
+            t.join(timeout)
+        if self._forkserver is not None:
+            self._forkserver.retire()
+
+    def refresh_launcher(self) -> None:
+        """Start a new warm launcher (the workspace changed); the old one finishes its runs."""
+        if not self._warm:
+            return
+        old = self._forkserver
+        fs = ForkServer(
+            self.workspace,
+            run_environment(self.base_env, self.workspace, {"id": "warm", "number": 0}, self.ws_id),
+            self.workspace / ".headwater" / "forkserver.log",
+            self._on_exit,
+        )
+        fs.start()
+        self._forkserver = fs
+        if old is not None:
+            old.retire()
+
+    def wait_warm(self, timeout: float = 60.0) -> bool:
+        return self._forkserver is not None and self._forkserver.wait_ready(timeout)
+
+    @property
+    def active_count(self) -> int:
+        with self._lock:
+            return len(self._handles)
+
+    # -- claiming and starting ----------------------------------------------------------------
+
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            seen = self.store.notifier.version(notify.RUNS)
+            if self.active_count >= self.max_parallel:
+                self.store.notifier.wait(notify.RUNS, seen, 0.5)
+                continue
+            try:
+                run = self.store.claim_next(self.worker_id)
+            except Exception:
+                log.exception("claiming a run failed")
+                run = None
+                time.sleep(0.5)
+            if run is None:
+                self.store.notifier.wait(notify.RUNS, seen, 1.0)
+                continue
+            try:
+                self._start(run)
+            except Exception as ex:
+                log.exception("starting run %s failed", run["id"])
+                self._runner_line(run["id"], f"could not start the run: {ex}", source="setup")
+                self._flush()
+                self.store.transition(run["id"], RunStatus.FAILED, reason=f"could not start: {ex}")
+
+    def _start(self, run: dict[str, Any]) -> None:
+        version = self.store.get_job_version(run["job_version_id"])
+        job = self.store.get_job(run["job_id"])
+        if version is None or job is None:
+            raise RuntimeError("the run's job version is missing from the store")
+        job_def = version["definition"]
+        if job["job_type"] != "batch":
+            raise RuntimeError(f"{job['job_type']} jobs are not served by Headwater yet")
+        launcher, argv = launch_command(run, job_def)
+        env = run_environment(self.base_env, self.workspace, run, self.ws_id)
+        fs = self._forkserver
+        starter: Any = fs if fs is not None and fs.ready else self._fresh
+        self._line_nums[run["id"]] = self.store.next_line_num(run["id"])
+        how = "forked from the warm launcher" if starter.mode == "fork" else "in a new interpreter"
+        self._runner_line(
+            run["id"],
+            f"run #{run['number']} of {job['job_ref']} (trigger {run['trigger']}) starting {how}",
+            source="setup",
+        )
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            try:
+                pid = starter.spawn(
+                    run["id"], launcher, argv, env, str(self.workspace), out_w, err_w
+                )
+            except Exception:
+                if starter is self._fresh:
+                    raise
+                log.warning("warm launcher failed; starting run %s in a new interpreter", run["id"])
+                starter = self._fresh
+                pid = starter.spawn(
+                    run["id"], launcher, argv, env, str(self.workspace), out_w, err_w
+                )
+        except Exception:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        handle = RunHandle(run=run, pid=pid, streams={out_r: "stdout", err_r: "stderr"})
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+        # the run is `running` before the supervisor may see its exit, so ending it is legal
+        self.store.transition(
+            run["id"],
+            RunStatus.RUNNING,
+            pid=pid,
+            pid_started=process_start_ticks(pid),
+            launch_mode=starter.mode,
+        )
+        with self._lock:
+            self._handles[run["id"]] = handle
+            self._by_pid[pid] = handle
+            early = self._early_exits.pop(pid, None)
+            if early is not None:
+                handle.exit_code, handle.exited_at = early, time.monotonic()
+            for fd in (out_r, err_r):
+                handle.partial[fd] = bytearray()
+                self._sel.register(fd, selectors.EVENT_READ, handle)
+        self._wake()
+
+    def _on_exit(self, pid: int, code: int) -> None:
+        with self._lock:
+            handle = self._by_pid.get(pid)
+            if handle is None:
+                self._early_exits[pid] = code
+            else:
+                handle.exit_code, handle.exited_at = code, time.monotonic()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- supervising ----------------------------------------------------------------------------
+
+    def _supervise_loop(self) -> None:
+        cancels_seen = -1
+        while not self._stop.is_set() or self.active_count:
+            try:
+                for key, _ in self._sel.select(timeout=SUPERVISE_TICK_S):
+                    if key.data is None:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        self._read(key.fd, key.data)
+                version = self.store.notifier.version(notify.CANCELS)
+                if version != cancels_seen:
+                    cancels_seen = version
+                    self._pick_up_cancels()
+                self._enforce_deadlines()
+                self._flush()
+                self._finish_exited()
+            except Exception:
+                log.exception("supervisor iteration failed")
+                time.sleep(0.2)
+            if self._stop.is_set() and self.active_count:
+                # shutting down: stop what still runs, within its grace period
+                with self._lock:
+                    handles = list(self._handles.values())
+                for h in handles:
+                    if h.term_sent_at is None:
+                        self._terminate(h, "Headwater is shutting down", cancel=True)
+
+    def _read(self, fd: int, handle: RunHandle) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        buf = handle.partial[fd]
+        if not data:
+            self._close_stream(fd, handle)
+            return
+        buf.extend(data)
+        *lines, rest = bytes(buf).split(b"\n")
+        buf[:] = rest
+        if len(buf) > MAX_LINE:
+            lines.append(bytes(buf))
+            buf.clear()
+        for line in lines:
+            self._queue(
+                handle.run["id"],
+                line.decode("utf-8", "replace").rstrip("\r"),
+                "user",
+                "run",
+                handle.streams[fd],
+            )
+
+    def _close_stream(self, fd: int, handle: RunHandle) -> None:
+        buf = handle.partial.get(fd)
+        if buf:
+            self._queue(
+                handle.run["id"], buf.decode("utf-8", "replace"), "user", "run", handle.streams[fd]
+            )
+            buf.clear()
+        with self._lock:
+            try:
+                self._sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+            handle.streams.pop(fd, None)
+        os.close(fd)
+
+    def _queue(self, run_id: str, content: str, source: str, stage: str, stream: str) -> None:
+        with self._lock:
+            self._lines.setdefault(run_id, []).append(
+                LogLine(content, source, stage, stream, _now())
+            )
+
+    def _runner_line(self, run_id: str, content: str, source: str = "runner") -> None:
+        self._queue(run_id, content, source, "build" if source == "setup" else "run", "other")
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._lines = self._lines, {}
+            batches = {}
+            for run_id, lines in pending.items():
+                first = self._line_nums.get(run_id, 0)
+                self._line_nums[run_id] = first + len(lines)
+                batches[run_id] = (first, lines)
+        if batches:
+            self.store.append_logs(batches)
+
+    def _pick_up_cancels(self) -> None:
+        with self._lock:
+            mine = dict(self._handles)
+        if not mine:
+            return
+        for run in self.store.live_runs(self.worker_id):
+            handle = mine.get(run["id"])
+            if (
+                handle is not None
+                and run["status"] == RunStatus.CANCELLING.value
+                and not handle.cancelled
+            ):
+                self._terminate(handle, run.get("reason") or "cancel requested", cancel=True)
+
+    def _terminate(self, handle: RunHandle, why: str, *, cancel: bool) -> None:
+        """SIGTERM the run's process group; dlt's first SIGTERM asks the job to stop cleanly."""
+        handle.cancelled = handle.cancelled or cancel
+        if handle.exit_code is not None or handle.term_sent_at is not None:
+            return
+        grace = float(handle.run.get("grace_period_s") or 0)
+        now = time.monotonic()
+        handle.term_sent_at = now
+        handle.kill_at = now + grace
+        self._runner_line(
+            handle.run["id"], f"{why}: sent SIGTERM, SIGKILL follows after {grace:g}s"
+        )
+        _signal_group(handle.pid, signal.SIGTERM)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            handles = list(self._handles.values())
+        for h in handles:
+            if h.exit_code is not None:
+                continue
+            timeout_at = h.timeout_at
+            if timeout_at is not None and now >= timeout_at and h.term_sent_at is None:
+                h.timed_out = True
+                self._terminate(h, f"timeout of {h.run['timeout_s']:g}s reached", cancel=False)
+            elif h.kill_at is not None and now >= h.kill_at and not h.killed:
+                h.killed = True
+                self._runner_line(
+                    h.run["id"], "grace period over: sent SIGKILL to the process group"
+                )
+                _signal_group(h.pid, signal.SIGKILL)
+
+    def _finish_exited(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            done = [
+                h
+                for h in self._handles.values()
+                if h.exit_code is not None
+                and (
+                    not h.streams
+                    or (h.exited_at is not None and now - h.exited_at > PIPE_DRAIN_AFTER_EXIT_S)
+                )
+            ]
+        for h in done:
+            if h.streams:
+                # a child of the job still holds the pipes: the run is over, so is the group
+                _signal_group(h.pid, signal.SIGKILL)
+                for fd in list(h.streams):
+                    self._close_stream(fd, h)
+            self._finish(h)
+
+    def _finish(self, h: RunHandle) -> None:
+        code = h.exit_code
+        assert code is not None
+        run = h.run
+        if h.timed_out:
+            status = RunStatus.FAILED
+            reason = f"timed out after {run['timeout_s']:g}s"
+            if h.killed:
+                reason += f"; killed after the {run['grace_period_s']:g}s grace period"
+        else:
+            status = outcome_of_exit(code, h.cancelled)
+            if status is RunStatus.COMPLETED:
+                reason = None
+            elif status is RunStatus.CANCELLED:
+                reason = "cancelled" + ("; killed after the grace period" if h.killed else "")
+            elif code < 0:
+                reason = f"killed by signal {signal.Signals(-code).name}"
+            else:
+                reason = f"exit code {code}"
+        self._runner_line(
+            run["id"],
+            f"run #{run['number']} {status.value} (exit code {code})"
+            + (f": {reason}" if reason else ""),
+        )
+        self._flush()
+        self.store.transition(run["id"], status, exit_code=code, reason=reason)
+        with self._lock:
+            self._handles.pop(run["id"], None)
+            self._by_pid.pop(h.pid, None)
+            self._line_nums.pop(run["id"], None)
+        self.store.notifier.notify(notify.RUNS)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        log.warning("not allowed to signal process group %s", pid)
+
+
+def recover_lost_runs(store: Store, reason: str = "runtime lost") -> list[str]:
+    """After a restart: end every run that was starting, running or cancelling.
+
+    Its output pipes died with the old process, so a survivor is stopped too;
+    nothing is started twice, because a pending run was never claimed.
+    """
+    ended = []
+    for run in store.live_runs():
+        alive = is_same_process(run.get("pid"), run.get("pid_started"))
+        if alive:
+            _signal_group(run["pid"], signal.SIGKILL)
+        why = reason + (
+            ": Headwater stopped while the run was active; its process was stopped"
+            if alive
+            else ": its process is gone"
+        )
+        status = (
+            RunStatus.CANCELLED if run["status"] == RunStatus.CANCELLING.value else RunStatus.FAILED
+        )
+        if store.transition(run["id"], status, reason=why) is not None:
+            store.append_logs(
+                {
+                    run["id"]: (
+                        store.next_line_num(run["id"]),
+                        [LogLine(why, "runner", "run", "other", _now())],
+                    )
+                }
+            )
+            ended.append(run["id"])
+    return ended

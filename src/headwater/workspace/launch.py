@@ -1,0 +1,138 @@
+"""From a stored job to a run request, and from a run to dlt's launcher command.
+
+`fire` is the one way every trigger (API, schedule, chain, deployment) asks
+for a run, so they all get the same policy, interval and limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dlt
+from dlt._workspace.deployment._run_helpers import (
+    build_runtime_entry_point,
+    pick_launcher,
+    resolve_interval,
+)
+
+from headwater.store.store import JobSpec, RunRequest, Store, TriggerResult
+from headwater.workspace import triggers
+from headwater.workspace.manifest import LoadedManifest, job_definition_hash
+
+INTERVAL_TRIGGER_KINDS = ("schedule", "every", "once")
+DATA_DIR = "data"
+
+
+def job_specs(loaded: LoadedManifest) -> list[JobSpec]:
+    return [
+        JobSpec(
+            job_ref=jd["job_ref"],
+            job_type=triggers.job_type(jd),
+            definition=jd,
+            definition_hash=job_definition_hash(jd),
+            triggers=triggers.expanded_triggers(jd),
+            default_trigger=triggers.default_trigger(jd),
+            pipeline_name=triggers.pipeline_name_of(jd),
+        )
+        for jd in loaded.jobs
+    ]
+
+
+def _interval(
+    job_def: dict[str, Any], trigger: str, now: datetime, refresh: bool
+) -> tuple[datetime | None, datetime | None]:
+    """dlt's interval for timed triggers and jobs that declare one; none otherwise.
+
+    A point-in-time interval for a manual or chained run would make interval
+    incrementals load nothing, so those runs get no interval at all.
+    """
+    if triggers.kind(trigger) not in INTERVAL_TRIGGER_KINDS and not job_def.get("interval"):
+        return None, None
+    try:
+        start, end, _tz = resolve_interval(None, None, job_def, trigger, now, refresh)  # type: ignore[arg-type]
+    except Exception:
+        return None, None
+    return start, end
+
+
+def fire(
+    store: Store,
+    job: dict[str, Any],
+    trigger: str,
+    *,
+    now: datetime,
+    profile: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    refresh: bool = False,
+    previous_run_id: str | None = None,
+    triggered_by: str | None = None,
+    dedupe_key: str | None = None,
+    dry_run: bool = False,
+) -> TriggerResult:
+    job_def = job["definition"]
+    timeout, grace = triggers.timeout_of(job_def)
+    start, end = _interval(job_def, trigger, now, refresh)
+    req = RunRequest(
+        job_id=job["id"],
+        trigger=trigger,
+        profile=profile,
+        parameters=parameters,
+        refresh=refresh,
+        previous_run_id=previous_run_id,
+        triggered_by=triggered_by,
+        dedupe_key=dedupe_key,
+        interval_start=start,
+        interval_end=end,
+        timeout_s=timeout,
+        grace_period_s=grace,
+        concurrency=triggers.concurrency_of(job_def),
+    )
+    return store.create_run(req, now=now, dry_run=dry_run)
+
+
+def effective_profile(run: dict[str, Any], job_def: dict[str, Any]) -> str | None:
+    return run.get("profile") or (job_def.get("require") or {}).get("profile")
+
+
+def launch_command(run: dict[str, Any], job_def: dict[str, Any]) -> tuple[str, list[str]]:
+    """The launcher module and its arguments, exactly as `python -m <launcher>` takes them."""
+    entry_point = build_runtime_entry_point(
+        job_def,  # type: ignore[arg-type]
+        {str(k): v for k, v in (run.get("parameters") or {}).items()},
+        effective_profile(run, job_def),
+        bool(run.get("refresh")),
+        run.get("interval_start"),
+        run.get("interval_end"),
+        {"name": "dlt", "extras": [], "version": dlt.__version__, "mode": "registry"},  # type: ignore[typeddict-item]
+    )
+    launcher = pick_launcher(entry_point)
+    argv = [
+        "--run-id",
+        run["id"],
+        "--trigger",
+        run["trigger"],
+        "--entry-point",
+        json.dumps(entry_point, default=str),
+    ]
+    return launcher, argv
+
+
+def run_environment(
+    base_env: dict[str, str], workspace: Path, run: dict[str, Any], ws_id: str
+) -> dict[str, str]:
+    """A fresh environment for one run: the server's own, plus where dlt keeps its data."""
+    env = {k: v for k, v in base_env.items() if not k.startswith("HEADWATER_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workspace), env.get("PYTHONPATH")) if p)
+    env["DLT_PROJECT_DIR"] = str(workspace)
+    # never dlt's global directory: pipeline state belongs to this workspace
+    env.setdefault("DLT_DATA_DIR", str(workspace / ".headwater" / DATA_DIR))
+    env["RUNTIME__RUN_ID"] = run["id"]
+    env["RUNTIME__WORKSPACE_ID"] = ws_id
+    env["HEADWATER_RUN_ID"] = run["id"]
+    env["HEADWATER_RUN_NUMBER"] = str(run["number"])
+    return env

@@ -1,0 +1,206 @@
+"""Triggers, selectors, job refs and schedules, through dlt's own helpers.
+
+Everything here wraps `dlt._workspace.deployment` so that the rest of
+Headwater never imports dlt's private module directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dlt._workspace.deployment._job_ref import resolve_job_ref
+from dlt._workspace.deployment._trigger_helpers import (
+    humanize_trigger,
+    match_triggers_with_selectors,
+    parse_trigger,
+    pick_trigger,
+)
+from dlt._workspace.deployment.exceptions import (
+    AmbiguousJobRef,
+    InvalidJobRef,
+    InvalidTrigger,
+    JobRefNotFound,
+)
+from dlt._workspace.deployment.interval import next_scheduled_run
+from dlt._workspace.deployment.manifest import compute_default_trigger, expand_triggers
+
+DEFAULT_GRACE_PERIOD_S = 30.0
+"""How long a job has to stop after SIGTERM (timeout or cancel) before SIGKILL.
+
+dlt sets no default; 30 s lets a pipeline finish its current load package step.
+A job sets its own with `execute={"timeout": {"timeout": ..., "grace_period": ...}}`.
+"""
+
+TIMED_KINDS = ("schedule", "every", "once")
+
+
+class JobRefError(Exception):
+    """A job reference that names no job, or more than one."""
+
+    def __init__(self, ref: str, reason: str, candidates: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.ref = ref
+        self.reason = reason
+        self.candidates = list(candidates)
+
+
+class TriggerError(ValueError):
+    def __init__(self, trigger: str, reason: str) -> None:
+        super().__init__(f"invalid trigger {trigger!r}: {reason}")
+        self.trigger = trigger
+        self.reason = reason
+
+
+def resolve_ref(ref: str, job_refs: Sequence[str]) -> str:
+    """Full, half (`section.name`) or bare name to a full job ref, by dlt's rules."""
+    try:
+        return str(resolve_job_ref(ref, list(job_refs)))  # type: ignore[arg-type]
+    except AmbiguousJobRef as ex:
+        raise JobRefError(
+            ref, f"job name {ref!r} is ambiguous; use one of: {', '.join(ex.matches)}", ex.matches
+        ) from ex
+    except JobRefNotFound as ex:
+        raise JobRefError(ref, f"no job {ref!r} in this workspace") from ex
+    except InvalidJobRef as ex:
+        raise JobRefError(ref, str(ex)) from ex
+
+
+def expanded_triggers(job_def: dict[str, Any]) -> list[str]:
+    """The job's triggers plus dlt's synthetic `manual:`, `tag:` and `pipeline_name:` ones."""
+    return [str(t) for t in expand_triggers(job_def)]  # type: ignore[arg-type]
+
+
+def default_trigger(job_def: dict[str, Any]) -> str | None:
+    t = job_def.get("default_trigger") or compute_default_trigger(job_def)  # type: ignore[arg-type]
+    return str(t) if t else None
+
+
+def job_type(job_def: dict[str, Any]) -> str:
+    return str(job_def["entry_point"]["job_type"])
+
+
+def matched(job_def: dict[str, Any], selectors: Sequence[str]) -> list[str]:
+    """The job's expanded triggers that the selectors match (all of them for its ref)."""
+    hits = match_triggers_with_selectors(
+        job_type(job_def),
+        expand_triggers(job_def),  # type: ignore[arg-type]
+        list(selectors),
+        job_ref=job_def["job_ref"],
+    )
+    return [str(t) for t in hits]
+
+
+def select(job_def: dict[str, Any], selectors: Sequence[str]) -> str | None:
+    """The trigger a selector list fires for this job, or None when it does not match.
+
+    A `manual:` hit is answered with the job's default trigger, as dlt's
+    `select_candidates` does, so a manual run of a scheduled job gets its interval.
+    """
+    picked = pick_trigger(matched(job_def, selectors), job_def.get("default_trigger"))  # type: ignore[arg-type]
+    if picked is None:
+        return None
+    if str(picked).startswith("manual:"):
+        return default_trigger(job_def) or str(picked)
+    return str(picked)
+
+
+def kind(trigger: str) -> str:
+    return trigger.split(":", 1)[0]
+
+
+def check_trigger(trigger: str) -> str:
+    """Validate a trigger string with dlt's parser; answers it normalized."""
+    try:
+        return str(parse_trigger(trigger).raw)  # type: ignore[arg-type]
+    except InvalidTrigger as ex:
+        raise TriggerError(trigger, str(ex)) from ex
+
+
+def humanize(trigger: str) -> str:
+    return humanize_trigger(trigger)  # type: ignore[arg-type]
+
+
+def timezone_of(job_def: dict[str, Any]) -> str:
+    return str((job_def.get("require") or {}).get("timezone") or "UTC")
+
+
+def timed_triggers(job_def: dict[str, Any]) -> list[str]:
+    return [str(t) for t in job_def.get("triggers", []) if kind(str(t)) in TIMED_KINDS]
+
+
+def timeout_of(job_def: dict[str, Any]) -> tuple[float | None, float]:
+    """`(timeout_s, grace_period_s)` from `execute.timeout`, as dlt stores it."""
+    spec = (job_def.get("execute") or {}).get("timeout")
+    if spec is None:
+        return None, DEFAULT_GRACE_PERIOD_S
+    if isinstance(spec, dict):
+        timeout = spec.get("timeout")
+        grace = spec.get("grace_period")
+        return (
+            float(timeout) if timeout is not None else None,
+            float(grace) if grace is not None else DEFAULT_GRACE_PERIOD_S,
+        )
+    return float(spec), DEFAULT_GRACE_PERIOD_S
+
+
+def concurrency_of(job_def: dict[str, Any]) -> int | None:
+    execute = job_def.get("execute") or {}
+    if "concurrency" not in execute:
+        return 1
+    value = execute["concurrency"]
+    return None if value is None else int(value)
+
+
+def pipeline_name_of(job_def: dict[str, Any]) -> str | None:
+    return (job_def.get("deliver") or {}).get("pipeline_name")
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One due firing of a timed trigger."""
+
+    trigger: str
+    at: datetime
+    """The scheduled instant (UTC) this firing stands for; part of its unique key."""
+
+
+def next_tick(trigger: str, after: datetime, tz: str) -> datetime | None:
+    """The first scheduled instant strictly after `after` (UTC), or None when none is left."""
+    after = after.astimezone(UTC)
+    k = kind(trigger)
+    if k == "schedule":
+        return next_scheduled_run(trigger, after, tz=tz)  # type: ignore[arg-type]
+    if k == "every":
+        # `after` is the previous tick: the next one is one period later
+        period = float(parse_trigger(trigger).expr)  # type: ignore[arg-type]
+        return after + timedelta(seconds=period)
+    if k == "once":
+        at = parse_trigger(trigger).expr  # type: ignore[union-attr]
+        at = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+        at = at.astimezone(UTC)
+        return at if at > after else None
+    return None
+
+
+def latest_due_tick(trigger: str, last: datetime, now: datetime, tz: str) -> datetime | None:
+    """The newest scheduled instant in `(last, now]`, or None.
+
+    After downtime a missed schedule runs once: every tick between `last` and
+    `now` collapses into the newest one.
+    """
+    tick = next_tick(trigger, last, tz)
+    if tick is None or tick > now:
+        return None
+    if kind(trigger) == "every":
+        period = tick - last
+        missed = int((now - tick) / period)
+        return tick + missed * period
+    for _ in range(100_000):
+        following = next_tick(trigger, tick, tz)
+        if following is None or following > now:
+            return tick
+        tick = following
+    return tick
