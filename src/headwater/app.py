@@ -109,7 +109,7 @@ class Runtime:
         lost = recover_lost_runs(self.store)
         if lost:
             log.warning("%d run(s) were active when Headwater stopped; marked failed", len(lost))
-        self.reload_manifest()
+        self.reload_manifest(refresh_launcher=False)
         self.worker.start()
         self.dispatcher.start()
         self.scheduler.start()
@@ -129,8 +129,13 @@ class Runtime:
         except FileNotFoundError:
             pass
 
-    def reload_manifest(self) -> dict[str, Any]:
-        """Read `__deployment__.py` again; a bad manifest keeps the last good one."""
+    def reload_manifest(self, refresh_launcher: bool = True) -> dict[str, Any]:
+        """Read `__deployment__.py` again; a bad manifest keeps the last good one.
+
+        Only a good manifest replaces the warm launcher: the running one holds the
+        last good code in memory, so runs forked from it keep working while the
+        files on disk are broken.
+        """
         with self._reload_lock:
             now = datetime.now(UTC)
             try:
@@ -160,6 +165,8 @@ class Runtime:
             )
             self.manifest.error = self.manifest.error_type = self.manifest.error_at = None
             self.manifest.warnings = loaded.warnings
+            if refresh_launcher:
+                self.worker.refresh_launcher()
             if version is not None:
                 self.manifest.version, self.manifest.hash, self.manifest.loaded_at = (
                     version,
@@ -199,9 +206,9 @@ class Runtime:
                 debounce=300,
                 rust_timeout=1000,
             ):
+                # job code may have changed even when the manifest did not: a good
+                # reload always warms a new launcher
                 result = self.reload_manifest()
-                # job code may have changed even when the manifest did not: warm up anew
-                self.worker.refresh_launcher()
                 log.info("workspace changed: %s", result)
         except Exception:
             log.exception("file watch stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from headwater.client import Client, ClientError, find_server
@@ -50,7 +52,7 @@ def _client(workspace: Path) -> Client:
 
 
 def _fail(message: str, code: int = 1) -> Any:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -132,7 +134,7 @@ def up(
     out.print(f"  workspace id  {runtime.ws_id}")
     out.print(f"  API           {runtime.url}")
     if runtime.manifest.error:
-        out.print(f"  [red]manifest error[/red]  {runtime.manifest.error}")
+        out.print(f"  [red]manifest error[/red]  {escape(runtime.manifest.error)}")
     jobs, _ = runtime.store.list_jobs(runtime.ws_id, is_archived=False, limit=1000)
     for job in jobs:
         trig = ", ".join(humanize(t) for t in job["definition"].get("triggers", [])) or "manual"
@@ -141,6 +143,10 @@ def up(
     server = uvicorn.Server(
         uvicorn.Config(runtime.api(), host=host, port=port, log_level="warning", access_log=False)
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these
+    # handlers that re-raise is a no-op and the runtime below still stops cleanly
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         server.run()
     finally:
@@ -160,7 +166,7 @@ def deploy(workspace: WorkspaceOpt = Path(".")) -> None:
     for job in result["jobs"]:
         out.print(f"  {job['outcome']:<10} {job['job_ref']}")
     for warning in result["warnings"]:
-        out.print(f"  [yellow]warning[/yellow] {warning}")
+        out.print(f"  [yellow]warning[/yellow] {escape(warning)}")
     out.print(
         f"manifest version {result['version']}" + ("" if result["changed"] else " (unchanged)")
     )

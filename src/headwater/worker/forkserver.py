@@ -58,8 +58,13 @@ def run_launcher(launcher: str, argv: list[str]) -> int:
     return code
 
 
-def _warm(workspace: str) -> None:
-    """Load dlt, the launchers and the workspace, then run a no-op job once."""
+def _warm(workspace: str) -> bool:
+    """Load dlt, the launchers and the workspace, then run a no-op job once.
+
+    Answers whether the workspace's `__deployment__` imported: a launcher that
+    could not import it must not replace one that holds the last good code.
+    """
+    workspace_ok = False
     devnull = open(os.devnull, "w")
     saved_env = dict(os.environ)
     real_out, real_err = sys.stdout, sys.stderr
@@ -70,6 +75,7 @@ def _warm(workspace: str) -> None:
 
         try:
             __import__("__deployment__")
+            workspace_ok = True
         except BaseException:
             # the manifest loader reports import errors; runs will show them too
             pass
@@ -90,6 +96,7 @@ def _warm(workspace: str) -> None:
         devnull.close()
         os.environ.clear()
         os.environ.update(saved_env)
+    return workspace_ok
 
 
 def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
@@ -134,9 +141,11 @@ def serve(sock: socket.socket, workspace: str) -> None:
     os.chdir(workspace)
     if workspace not in sys.path:
         sys.path.insert(0, workspace)
-    _warm(workspace)
+    workspace_ok = _warm(workspace)
     threads = threading.active_count()
-    _send(sock, {"op": "ready", "pid": os.getpid(), "threads": threads})
+    _send(
+        sock, {"op": "ready", "pid": os.getpid(), "threads": threads, "workspace_ok": workspace_ok}
+    )
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)

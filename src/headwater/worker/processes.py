@@ -88,6 +88,7 @@ class ForkServer:
         self._on_exit = on_exit
         self._ready = threading.Event()
         self._failed = False
+        self.workspace_ok = False
         self._pending: dict[str, Future[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -96,7 +97,13 @@ class ForkServer:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and not self._failed
+        """Warm, holding the workspace's code, and taking runs."""
+        return self._ready.is_set() and not self._failed and self.workspace_ok
+
+    @property
+    def settled(self) -> bool:
+        """Done warming up, whether or not it could import the workspace."""
+        return self._ready.is_set()
 
     def start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -122,7 +129,7 @@ class ForkServer:
         threading.Thread(target=self._read_loop, name="forkserver-reader", daemon=True).start()
 
     def wait_ready(self, timeout: float = WARM_START_TIMEOUT_S) -> bool:
-        return self._ready.wait(timeout) and not self._failed
+        return self._ready.wait(timeout) and self.ready
 
     def _read_loop(self) -> None:
         assert self._sock is not None
@@ -142,7 +149,11 @@ class ForkServer:
             msg = json.loads(data)
             op = msg["op"]
             if op == "ready":
-                log.info("warm launcher ready (pid %s)", msg["pid"])
+                self.workspace_ok = bool(msg.get("workspace_ok"))
+                if self.workspace_ok:
+                    log.info("warm launcher ready (pid %s)", msg["pid"])
+                else:
+                    log.warning("warm launcher could not import the workspace (pid %s)", msg["pid"])
                 self._ready.set()
             elif op in ("spawned", "refused"):
                 with self._lock:

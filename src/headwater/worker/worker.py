@@ -96,6 +96,8 @@ class Worker:
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._fresh = FreshLauncher(self._on_exit)
         self._forkserver: ForkServer | None = None
+        # the launcher being replaced keeps serving until its successor is warm
+        self._previous: ForkServer | None = None
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -114,14 +116,16 @@ class Worker:
         self.store.notifier.notify(notify.RUNS)
         for t in self._threads:
             t.join(timeout)
-        if self._forkserver is not None:
-            self._forkserver.retire()
+        for fs in (self._forkserver, self._previous):
+            if fs is not None:
+                fs.retire()
 
     def refresh_launcher(self) -> None:
         """Start a new warm launcher (the workspace changed); the old one finishes its runs."""
         if not self._warm:
             return
-        old = self._forkserver
+        with self._lock:
+            old, older = self._forkserver, self._previous
         fs = ForkServer(
             self.workspace,
             run_environment(self.base_env, self.workspace, {"id": "warm", "number": 0}, self.ws_id),
@@ -129,9 +133,30 @@ class Worker:
             self._on_exit,
         )
         fs.start()
-        self._forkserver = fs
-        if old is not None:
-            old.retire()
+        with self._lock:
+            self._forkserver = fs
+            # keep the newest launcher that holds good code until the new one is warm
+            if old is not None and (old.ready or not (older and older.ready)):
+                self._previous, retired = old, older
+            else:
+                retired = old
+        if retired is not None:
+            retired.retire()
+
+    def _pick_starter(self) -> Any:
+        """The warm launcher if it is ready, else the one it replaces, else a new interpreter."""
+        with self._lock:
+            current, previous = self._forkserver, self._previous
+            if current is not None and current.ready:
+                if previous is not None:
+                    self._previous = None
+                    previous.retire()
+                return current
+            if current is not None and current.settled and previous is None:
+                return self._fresh
+            if previous is not None and previous.ready:
+                return previous
+        return self._fresh
 
     def wait_warm(self, timeout: float = 60.0) -> bool:
         return self._forkserver is not None and self._forkserver.wait_ready(timeout)
@@ -176,8 +201,7 @@ class Worker:
             raise RuntimeError(f"{job['job_type']} jobs are not served by Headwater yet")
         launcher, argv = launch_command(run, job_def)
         env = run_environment(self.base_env, self.workspace, run, self.ws_id)
-        fs = self._forkserver
-        starter: Any = fs if fs is not None and fs.ready else self._fresh
+        starter = self._pick_starter()
         self._line_nums[run["id"]] = self.store.next_line_num(run["id"])
         how = "forked from the warm launcher" if starter.mode == "fork" else "in a new interpreter"
         self._runner_line(
@@ -265,6 +289,7 @@ class Worker:
                 self._enforce_deadlines()
                 self._flush()
                 self._finish_exited()
+                self._pick_starter()  # retires a replaced launcher once its successor is warm
             except Exception:
                 log.exception("supervisor iteration failed")
                 time.sleep(0.2)

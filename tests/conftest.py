@@ -1,0 +1,1 @@
+"""Shared test setup: tests import `tests.*` helpers from the repository root."""

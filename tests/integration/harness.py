@@ -1,0 +1,181 @@
+"""Starts `headwater up` as a real process on a copy of a workspace, and drives it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = {"completed", "failed", "cancelled", "skipped"}
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def copy_workspace(src: Path, dst: Path) -> Path:
+    shutil.copytree(
+        src, dst, ignore=shutil.ignore_patterns(".headwater", "__pycache__", "*.duckdb*")
+    )
+    return dst
+
+
+class Server:
+    """One `headwater up` process; `start()` again after `kill()` is a restart."""
+
+    def __init__(self, workspace: Path, *extra: str) -> None:
+        self.workspace = workspace
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workspace.parent / f"server-{self.port}.log"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_id = ""
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self, wait_warm: bool = True) -> Server:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "headwater.cli.main",
+                    "up",
+                    str(self.workspace),
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "info",
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"headwater up exited: {self.log()}")
+            try:
+                self.ws_id = self.http.get("/health").json()["workspace_id"]
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise TimeoutError(f"headwater up did not answer: {self.log()}")
+        if wait_warm:
+            self.wait_for(lambda: "warm launcher ready" in self.log(), 60, "warm launcher")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    # -- API helpers ----------------------------------------------------------------------------
+
+    @property
+    def w(self) -> str:
+        return f"/api/v1/workspaces/{self.ws_id}"
+
+    def get(self, path: str, **kw: Any) -> Any:
+        resp = self.http.get(path, **kw)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def post(self, path: str, **kw: Any) -> Any:
+        resp = self.http.post(path, **kw)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        items = self.get(f"{self.w}/jobs", params={"limit": 1000})["items"]
+        return {j["job_ref"].rsplit(".", 1)[-1]: j for j in items}
+
+    def job_id(self, name: str) -> str:
+        return self.jobs()[name]["id"]
+
+    def trigger(self, name: str, **body: Any) -> dict[str, Any]:
+        return self.post(f"{self.w}/jobs/-trigger", json={"job_ids": [self.job_id(name)], **body})
+
+    def start_run(self, name: str, **body: Any) -> dict[str, Any]:
+        result = self.trigger(name, **body)
+        assert result["succeeded"], result
+        return result["succeeded"][0]["job_run"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.get(f"{self.w}/job-runs/{run_id}")
+
+    def runs(self, name: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": 1000}
+        if name:
+            params["job_id"] = self.job_id(name)
+        return self.get(f"{self.w}/job-runs", params=params)["items"]
+
+    def logs(self, run_id: str) -> list[dict[str, Any]]:
+        resp = self.http.get(f"/logs/v1/workspaces/{self.ws_id}/job-runs/{run_id}/logs")
+        assert resp.status_code == 200, resp.text
+        return [json.loads(x) for x in resp.text.splitlines() if x.strip()]
+
+    def user_output(self, run_id: str) -> list[str]:
+        return [x["content"] for x in self.logs(run_id) if x["source"] == "user"]
+
+    def wait_run(
+        self, run_id: str, timeout: float = 30, states: set[str] = TERMINAL
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(run_id)
+            if run["status"] in states:
+                return run
+            time.sleep(0.05)
+        raise TimeoutError(f"run {run_id} still {run['status']} after {timeout}s")
+
+    def wait_for(self, check: Any, timeout: float = 30, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise TimeoutError(f"{what} not reached in {timeout}s\n{self.log()[-3000:]}")
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "HEADWATER_URL": self.url, "HEADWATER_WORKSPACE_ID": self.ws_id}
+        proc = subprocess.run(
+            [sys.executable, "-m", "headwater.cli.main", *args],
+            cwd=self.workspace,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check:
+            assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc

@@ -1,0 +1,196 @@
+"""Manifest reloads, bad manifests, crashes and restarts of a real `headwater up`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import Server, free_port
+
+pytestmark = pytest.mark.integration
+
+BASE = """
+import time
+import dlt.hub.run as run
+
+
+@run.pipeline("shared_p", name="first", execute={"intercept_signals": False})
+def first():
+    print("first ran", flush=True)
+    time.sleep(float(__import__("os").environ.get("FIRST_SLEEP", "0")))
+
+
+@run.pipeline("shared_p", name="queued")
+def queued():
+    print("queued ran", flush=True)
+
+
+@run.job(trigger=[run.trigger.deployment()])
+def on_deploy():
+    print("deployed")
+"""
+
+
+def write_workspace(path: Path, body: str, all_names: list[str]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "__deployment__.py").write_text(body + f"\n__all__ = {all_names!r}\n")
+
+
+def test_manifest_hot_reload_bad_manifest_survival_and_deployment_trigger(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
+    srv = Server(ws).start()
+    try:
+        # the first manifest version fires `deployment:` jobs
+        srv.wait_for(lambda: srv.runs("on_deploy"), 20, "deployment-triggered run")
+        assert set(srv.jobs()) == {"first", "queued", "on_deploy", "dashboard"}
+        v1 = srv.get(srv.w)["manifest"]["version"]
+
+        # a new job appears without a restart (file watch)
+        warm_before = srv.log().count("warm launcher ready")
+        extra = BASE + textwrap.dedent("""
+            @run.job
+            def second():
+                print("second ran")
+        """)
+        write_workspace(ws, extra, ["first", "queued", "on_deploy", "second"])
+        srv.wait_for(lambda: "second" in srv.jobs(), 30, "hot reload")
+        manifest = srv.get(srv.w)["manifest"]
+        assert manifest["version"] == v1 + 1 and manifest["error"] is None
+        srv.wait_for(lambda: len(srv.runs("on_deploy")) >= 2, 20, "second deployment run")
+        # a good reload warms a new launcher with the new code
+        srv.wait_for(
+            lambda: srv.log().count("warm launcher ready") > warm_before, 30, "new warm launcher"
+        )
+
+        # a broken manifest is reported with dlt's message; the last good version keeps serving
+        write_workspace(
+            ws, extra + "\nthis is not python(\n", ["first", "queued", "on_deploy", "second"]
+        )
+        srv.wait_for(lambda: srv.get(srv.w)["manifest"]["error"], 30, "manifest error")
+        status = srv.get(srv.w)["manifest"]
+        assert "SyntaxError" in (status["error_type"] or "") or "invalid syntax" in status["error"]
+        assert status["version"] == v1 + 1
+        # the warm launcher holds the last good code: runs keep working
+        run = srv.start_run("second")
+        done = srv.wait_run(run["id"])
+        assert done["status"] == "completed", srv.logs(run["id"])
+        assert done["launch_mode"] == "fork"
+        deploy = srv.cli("deploy", check=False)
+        assert deploy.returncode == 1 and "manifest not loaded" in deploy.stderr
+
+        # removing a job archives it: its triggers stop, its history stays
+        write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
+        srv.wait_for(lambda: srv.jobs()["second"]["is_archived"], 30, "archived job")
+        assert srv.run(run["id"])["status"] == "completed"
+        listed = srv.get(f"{srv.w}/jobs", params={"is_archived": "false"})["items"]
+        assert "jobs.__deployment__.second" not in {j["job_ref"] for j in listed}
+    finally:
+        srv.stop()
+
+
+def test_from_dlt_hub_import_run_without_dlthub_gets_dlts_error(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write_workspace(ws, "from dlt.hub import run\n\n@run.job\ndef x():\n    pass\n", ["x"])
+    srv = Server(ws).start(wait_warm=False)
+    try:
+        status = srv.get(srv.w)["manifest"]
+        assert status["version"] is None
+        assert 'pip install "dlt[hub]"' in status["error"]
+        assert 'pip install "dlt[hub]"' in srv.log()  # printed as dlt wrote it
+        # the warm launcher has imported dlt.hub.run; a reload must still report the error
+        result = srv.post(f"{srv.w}/-reload")
+        assert result["ok"] is False and "dlthub" in result["error"]
+    finally:
+        srv.stop()
+
+
+def test_sigkill_and_restart_resolves_active_runs_and_runs_nothing_twice(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
+    os.environ["FIRST_SLEEP"] = "60"
+    try:
+        srv = Server(ws).start()
+    finally:
+        del os.environ["FIRST_SLEEP"]
+    deployed = srv.wait_for(lambda: srv.runs("on_deploy"), 20, "deployment run")
+    srv.wait_run(deployed[0]["id"])
+    active = srv.start_run("first")
+    srv.wait_run(active["id"], states={"running"})
+    job_pid = srv.wait_for(lambda: _pid_of(srv, active["id"]), 10, "run pid")
+    # a trigger answered just before the crash is durable (it waits: same pipeline as `first`)
+    queued = srv.post(
+        f"{srv.w}/job-runs", json={"job_id": srv.job_id("queued"), "trigger": "manual:"}
+    )
+    assert queued["status"] == "pending"
+    srv.kill()
+    before = {r["id"] for r in _all_runs_offline(srv)}
+
+    srv.port = free_port()
+    srv.url = f"http://127.0.0.1:{srv.port}"
+    import httpx
+
+    srv.http = httpx.Client(base_url=srv.url, timeout=30)
+    srv.start()
+    try:
+        lost = srv.run(active["id"])
+        assert lost["status"] == "failed"
+        assert lost["reason"].startswith("runtime lost")
+        assert not _alive(job_pid), "the orphaned job process must be stopped"
+        done = srv.wait_run(queued["id"])
+        assert done["status"] == "completed", [
+            (r["job_ref"], r["number"], r["status"], r["reason"], r["created_at"])
+            for r in srv.runs()
+        ]
+        time.sleep(1.0)
+        runs = srv.runs()
+        # nothing ran twice: the only new runs are none (the deployment did not change)
+        assert {r["id"] for r in runs} == before
+        assert len([r for r in runs if r["id"] == queued["id"]]) == 1
+    finally:
+        srv.stop()
+
+
+def _pid_of(srv: Server, run_id: str) -> int | None:
+    import sqlite3
+
+    db = sqlite3.connect(srv.workspace / ".headwater" / "headwater.db")
+    try:
+        row = db.execute("select pid from runs where id = ?", (run_id,)).fetchone()
+    finally:
+        db.close()
+    return row[0] if row and row[0] else None
+
+
+def _all_runs_offline(srv: Server) -> list[dict[str, str]]:
+    import sqlite3
+
+    db = sqlite3.connect(srv.workspace / ".headwater" / "headwater.db")
+    try:
+        return [{"id": r[0]} for r in db.execute("select id from runs")]
+    finally:
+        db.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[1].split()[0] != "Z"
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
+    srv = Server(ws).start()
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(20) == 0
+    assert not (ws / ".headwater" / "server.json").exists()
