@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs Headwater into .venv, starts it on the demo workspace, and runs the demo end to end:
+# two dlt pipelines load currencies, exchange rates and products into DuckDB, and a report job
+# chained on the currencies load builds reporting tables. The server stays up afterwards.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/install
+HW=.venv/bin/headwater
+WS=examples/demo
+PORT=${HEADWATER_PORT:-8765}
+URL="http://127.0.0.1:$PORT"
+
+if ! curl -fs "$URL/health" >/dev/null 2>&1; then
+  echo "starting: headwater up $WS --port $PORT  (log: $WS/.headwater/up.log)"
+  mkdir -p "$WS/.headwater"
+  nohup "$HW" up "$WS" --port "$PORT" >"$WS/.headwater/up.log" 2>&1 &
+  for _ in $(seq 1 300); do
+    curl -fs "$URL/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+fi
+export HEADWATER_URL="$URL"
+
+"$HW" job ls -w "$WS"
+"$HW" job run products -w "$WS" --wait
+"$HW" job run currencies -w "$WS" --wait
+# `report` is chained on currencies' success: wait for it and show what landed in DuckDB
+.venv/bin/python - "$WS" <<'PY'
+import sys, time
+from pathlib import Path
+import duckdb
+from headwater.client import Client, find_server
+
+ws = Path(sys.argv[1])
+client = Client(*find_server(ws))
+report = next(j for j in client.jobs() if j["job_ref"].endswith(".report"))
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    latest = client.job(report["id"])["latest_job_run"]
+    if latest and latest["status"] in ("completed", "failed", "cancelled"):
+        break
+    time.sleep(0.2)
+print(f"report run #{latest['number']} ({latest['trigger']}): {latest['status']}")
+for line in client.logs(latest["id"]):
+    if line["source"] == "user":
+        print("  |", line["content"])
+db = duckdb.connect(str(ws / "demo.duckdb"), read_only=True)
+for table in ("raw.currencies", "raw.rates", "raw.products", "reporting.latest_rates", "reporting.products_by_category"):
+    print(f"  {table:<32} {db.execute(f'select count(*) from {table}').fetchone()[0]:>5} rows")
+sys.exit(0 if latest["status"] == "completed" else 1)
+PY
+echo
+echo "Headwater is still running at $URL (workspace $WS). Try:"
+echo "  $HW job ls -w $WS      $HW run ls -w $WS      $HW run logs <run id> -w $WS"
+echo "Stop it with: kill \$(python3 -c 'import json;print(json.load(open(\"$WS/.headwater/server.json\"))[\"pid\"])')"

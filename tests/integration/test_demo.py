@@ -1,0 +1,44 @@
+"""The README's demo: real dlt pipelines into DuckDB, chained to a report, under `headwater up`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.integration.harness import Server, copy_workspace
+
+pytestmark = pytest.mark.integration
+
+DEMO = Path(__file__).parents[2] / "examples" / "demo"
+
+
+def test_demo_loads_into_duckdb_and_the_chained_report_builds_tables(tmp_path: Path) -> None:
+    ws = copy_workspace(DEMO, tmp_path / "demo")
+    srv = Server(ws).start()
+    try:
+        products = srv.wait_run(srv.start_run("products")["id"], timeout=120)
+        assert products["status"] == "completed", srv.logs(products["id"])
+        currencies = srv.wait_run(srv.start_run("currencies")["id"], timeout=120)
+        assert currencies["status"] == "completed", srv.logs(currencies["id"])
+        assert "loaded 6 currencies and 150 rates into raw" in srv.user_output(currencies["id"])
+        chained = srv.wait_for(lambda: srv.runs("report"), 30, "report run")
+        report = srv.wait_run(chained[0]["id"], timeout=120)
+        assert report["status"] == "completed", srv.logs(report["id"])
+        assert report["previous_job_run_id"] == currencies["id"]
+    finally:
+        srv.stop()
+    db = duckdb.connect(str(ws / "demo.duckdb"), read_only=True)
+    counts = {
+        t: db.execute(f"select count(*) from {t}").fetchone()[0]
+        for t in ("raw.currencies", "raw.rates", "raw.products", "reporting.latest_rates")
+    }
+    assert counts == {
+        "raw.currencies": 6,
+        "raw.rates": 150,
+        "raw.products": 20,
+        "reporting.latest_rates": 5,
+    }
+    # dlt kept pipeline state in the workspace, not in its global folder
+    assert (ws / ".headwater" / "data" / "pipelines" / "demo_currencies").is_dir()
