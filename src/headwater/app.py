@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 HOME_DIR = ".headwater"
 SERVER_FILE = "server.json"
+ADMIN_KEY_FILE = "admin.key"
 WATCHED_SUFFIXES = (".py", ".toml", ".json", ".yaml", ".yml", ".sql")
 
 
@@ -115,9 +116,32 @@ class Runtime:
         self.scheduler.start()
         if self._watch:
             threading.Thread(target=self._watch_loop, name="watcher", daemon=True).start()
+        self.ensure_admin_key()
         (self.home / SERVER_FILE).write_text(
             json.dumps({"url": self.url, "workspace_id": self.ws_id, "pid": os.getpid()})
         )
+
+    def ensure_admin_key(self) -> Path:
+        """The local admin key the `headwater` CLI uses, in a file only its owner can read."""
+        path = self.home / ADMIN_KEY_FILE
+        if path.exists():
+            row = self.store.find_key(path.read_text().strip())
+            now = datetime.now(UTC)
+            if (
+                row is not None
+                and row["workspace_id"] == self.ws_id
+                and row["scope"] == "admin"
+                and row["revoked_at"] is None
+                and (row["expires_at"] is None or row["expires_at"] > now)
+            ):
+                os.chmod(path, 0o600)
+                return path
+        _row, secret = self.store.create_key(self.ws_id, "local-admin", "admin")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        os.chmod(path, 0o600)
+        return path
 
     def stop(self) -> None:
         self._stop.set()

@@ -22,15 +22,19 @@ class ClientError(Exception):
         self.extra = extra
 
 
-def find_server(workspace: Path) -> tuple[str, str]:
-    """`(url, workspace_id)` from the environment, else from a running `headwater up`."""
+def find_server(workspace: Path) -> tuple[str, str, str]:
+    """`(url, workspace_id, api_key)` from the environment, else from a running `headwater up`."""
     url = os.environ.get("HEADWATER_URL")
     ws_id = os.environ.get("HEADWATER_WORKSPACE_ID")
-    server_file = workspace.resolve() / ".headwater" / "server.json"
+    key = os.environ.get("HEADWATER_API_KEY", "")
+    home = workspace.resolve() / ".headwater"
+    server_file = home / "server.json"
     if server_file.exists() and not (url and ws_id):
         info = json.loads(server_file.read_text())
         url = url or info["url"]
         ws_id = ws_id or info["workspace_id"]
+    if not key and (home / "admin.key").exists():
+        key = (home / "admin.key").read_text().strip()
     if not url:
         raise ClientError(
             0,
@@ -38,15 +42,16 @@ def find_server(workspace: Path) -> tuple[str, str]:
             " there, or set HEADWATER_URL and HEADWATER_WORKSPACE_ID",
         )
     if not ws_id:
-        ws_id = Client(url, "").health()["workspace_id"]
-    return url.rstrip("/"), str(ws_id)
+        ws_id = Client(url, "", "").health()["workspace_id"]
+    return url.rstrip("/"), str(ws_id), key
 
 
 class Client:
-    def __init__(self, url: str, workspace_id: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, workspace_id: str, api_key: str, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self.ws = workspace_id
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     @property
     def w(self) -> str:
@@ -112,6 +117,16 @@ class Client:
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"{self.w}/job-runs/{run_id}/-cancel")
+
+    def keys(self) -> list[dict[str, Any]]:
+        return self._call("GET", f"{self.w}/api-keys")["items"]
+
+    def create_key(self, name: str, scope: str, expires_in_days: int | None) -> dict[str, Any]:
+        body = {"name": name, "scope": scope, "expires_in_days": expires_in_days}
+        return self._call("POST", f"{self.w}/api-keys", json=body)
+
+    def revoke_key(self, id_or_name: str) -> list[dict[str, Any]]:
+        return self._call("POST", f"{self.w}/api-keys/{id_or_name}/-revoke")["items"]
 
     def logs(self, run_id: str) -> list[dict[str, Any]]:
         resp = self.http.get(f"/logs/v1/workspaces/{self.ws}/job-runs/{run_id}/logs")

@@ -43,6 +43,12 @@ class Server:
         self.log_path = workspace.parent / f"server-{self.port}.log"
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_id = ""
+        self.key = ""
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def new_port(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def start(self, wait_warm: bool = True) -> Server:
@@ -75,6 +81,9 @@ class Server:
                 time.sleep(0.05)
         else:
             raise TimeoutError(f"headwater up did not answer: {self.log()}")
+        # the local admin key `up` writes for the headwater CLI
+        self.key = (self.workspace / ".headwater" / "admin.key").read_text().strip()
+        self.http.headers["Authorization"] = f"Bearer {self.key}"
         if wait_warm:
             self.wait_for(lambda: "warm launcher ready" in self.log(), 60, "warm launcher")
         return self
@@ -168,6 +177,7 @@ class Server:
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "HEADWATER_URL": self.url, "HEADWATER_WORKSPACE_ID": self.ws_id}
+        env.pop("HEADWATER_API_KEY", None)  # the CLI finds the local admin key itself
         proc = subprocess.run(
             [sys.executable, "-m", "headwater.cli.main", *args],
             cwd=self.workspace,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Server, free_port
+from tests.integration.harness import Server
 
 pytestmark = pytest.mark.integration
 
@@ -131,11 +131,7 @@ def test_sigkill_and_restart_resolves_active_runs_and_runs_nothing_twice(tmp_pat
     srv.kill()
     before = {r["id"] for r in _all_runs_offline(srv)}
 
-    srv.port = free_port()
-    srv.url = f"http://127.0.0.1:{srv.port}"
-    import httpx
-
-    srv.http = httpx.Client(base_url=srv.url, timeout=30)
+    srv.new_port()
     srv.start()
     try:
         lost = srv.run(active["id"])

@@ -19,8 +19,10 @@ from headwater.client import Client, ClientError, find_server
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 job_app = typer.Typer(help="Jobs of the workspace.", no_args_is_help=True)
 run_app = typer.Typer(help="Runs of jobs.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys of the server.", no_args_is_help=True)
 app.add_typer(job_app, name="job")
 app.add_typer(run_app, name="run")
+app.add_typer(key_app, name="key")
 
 out = Console()
 err = Console(stderr=True)
@@ -45,10 +47,10 @@ STATUS_STYLE = {
 
 def _client(workspace: Path) -> Client:
     try:
-        url, ws_id = find_server(workspace)
+        url, ws_id, key = find_server(workspace)
     except ClientError as ex:
         _fail(ex.detail)
-    return Client(url, ws_id)
+    return Client(url, ws_id, key)
 
 
 def _fail(message: str, code: int = 1) -> Any:
@@ -378,6 +380,64 @@ def run_cancel(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
     client = _client(workspace)
     run = _call(client.cancel, run_id)
     out.print(f"run #{run['number']} {_status(run['status'])}")
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@key_app.command("create")
+def key_create(
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    scope: Annotated[str, typer.Option(help="trigger, read or admin.")] = "trigger",
+    expires_in_days: Annotated[int | None, typer.Option(help="Days until it expires.")] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Create an API key; it is printed once and never again."""
+    client = _client(workspace)
+    key = _call(client.create_key, name, scope, expires_in_days)
+    err.print(f"created {key['scope']} key {key['name']!r} ({key['prefix']}...); store it now:")
+    print(key["key"])
+
+
+@key_app.command("ls")
+def key_ls(workspace: WorkspaceOpt = Path(".")) -> None:
+    """List API keys (never the keys themselves)."""
+    client = _client(workspace)
+    table = Table("name", "prefix", "scope", "created", "expires", "last used", "state", box=None)
+    for k in _call(client.keys):
+        state = "[red]revoked[/red]" if k["revoked_at"] else "active"
+        table.add_row(
+            k["name"],
+            k["prefix"] + "...",
+            k["scope"],
+            _when(k["created_at"]),
+            _when(k["expires_at"]),
+            _when(k["last_used_at"]),
+            state,
+        )
+    out.print(table)
+
+
+@key_app.command("revoke")
+def key_revoke(id_or_name: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Revoke a key by name, id or prefix; it stops working at once."""
+    client = _client(workspace)
+    for k in _call(client.revoke_key, id_or_name):
+        out.print(f"revoked {k['name']} ({k['prefix']}...)")
+
+
+@app.command()
+def connect(
+    workspace: WorkspaceOpt = Path("."),
+    name: Annotated[str, typer.Option(help="Name of the key to create.")] = "dlthub-cli",
+    scope: Annotated[str, typer.Option(help="trigger, read or admin.")] = "admin",
+) -> None:
+    """Print the settings that point the `dlthub` CLI and SDK at this server (creates a key)."""
+    client = _client(workspace)
+    key = _call(client.create_key, name, scope, None)
+    print(f"export RUNTIME__API_BASE_URL={client.url}")
+    print(f"export RUNTIME__API_KEY={key['key']}")
+    print(f"export RUNTIME__WORKSPACE_ID={client.ws}")
 
 
 if __name__ == "__main__":

@@ -197,3 +197,24 @@ class Cursor(Base):
     __tablename__ = "cursors"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """An API key or a short-lived data-plane token; only a hash of it is kept."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    """`key` (made by a user) or `dataplane` (minted from a key, expires soon)."""
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(40))
+    """The first characters of the key, to tell keys apart in listings."""
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """SHA-256 of the key: keys are 256 random bits, so a hash is all that is needed."""
+    scope: Mapped[str] = mapped_column(String(20))
+    parent_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)

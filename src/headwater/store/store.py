@@ -8,6 +8,8 @@ Rows come back as plain dicts.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from headwater.core import policy
 from headwater.core.states import ACTIVE, LIVE, TERMINAL, RunStatus, sources_of
 from headwater.store import notify
 from headwater.store.models import (
+    ApiKey,
     Cursor,
     Event,
     Job,
@@ -41,6 +44,9 @@ MV = ManifestVersion.__table__
 SC = ScheduleCursor.__table__
 C = Cursor.__table__
 W = Workspace.__table__
+K = ApiKey.__table__
+KEY_PREFIX = "dlt_sa_"
+"""The `dlthub` CLI accepts only `dlt_u_` and `dlt_sa_` keys; Headwater's are service keys."""
 
 
 def utcnow() -> datetime:
@@ -788,3 +794,81 @@ class Store:
     def drop_schedule(self, job_id: str, keep: Iterable[str]) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(SC).where(SC.c.job_id == job_id, SC.c.trigger.not_in(list(keep))))
+
+    # -- API keys ---------------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        ws_id: str,
+        name: str,
+        scope: str,
+        *,
+        expires_at: datetime | None = None,
+        kind: str = "key",
+        parent_id: str | None = None,
+    ) -> tuple[dict[str, Any], str]:
+        """A new key; answers its row and the key itself, which is never stored or shown again."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        row = dict(
+            id=new_id(),
+            workspace_id=ws_id,
+            kind=kind,
+            name=name,
+            prefix=secret[: len(KEY_PREFIX) + 6],
+            hash=key_hash(secret),
+            scope=scope,
+            parent_id=parent_id,
+            created_at=utcnow(),
+            expires_at=expires_at,
+            revoked_at=None,
+            last_used_at=None,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(insert(K).values(**row))
+        return row, secret
+
+    def find_key(self, secret: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(K).where(K.c.hash == key_hash(secret))).first())
+
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(K).where(K.c.id == key_id)).first())
+
+    def list_keys(self, ws_id: str) -> list[dict[str, Any]]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(K)
+                .where(K.c.workspace_id == ws_id, K.c.kind == "key")
+                .order_by(K.c.created_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def revoke_key(self, ws_id: str, id_or_name: str) -> list[dict[str, Any]]:
+        """Revoke a key by id, prefix or name; its data-plane tokens die with it."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(K).where(
+                    K.c.workspace_id == ws_id,
+                    K.c.kind == "key",
+                    K.c.revoked_at.is_(None),
+                    or_(K.c.id == id_or_name, K.c.name == id_or_name, K.c.prefix == id_or_name),
+                )
+            ).all()
+            ids = [r.id for r in rows]
+            if ids:
+                conn.execute(
+                    update(K)
+                    .where(or_(K.c.id.in_(ids), K.c.parent_id.in_(ids)))
+                    .values(revoked_at=now)
+                )
+        return [{**dict(r._mapping), "revoked_at": now} for r in rows]
+
+    def touch_key(self, key_id: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(K).where(K.c.id == key_id).values(last_used_at=now))
+
+
+def key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

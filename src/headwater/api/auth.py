@@ -1,0 +1,128 @@
+"""API-key authentication: `Authorization: Bearer dlt_sa_...` on every route but `/health`.
+
+Keys are looked up by their SHA-256; a short cache keeps the lookup off the
+hot path (a revoke through this server clears it at once).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import Request
+
+from headwater.api.responses import ApiError
+from headwater.core.access import Action, Scope, allows
+from headwater.store.store import Store
+
+CACHE_S = 5.0
+TOUCH_EVERY = timedelta(minutes=1)
+DATAPLANE_TOKEN_TTL = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    """The key that authenticated, or for a data-plane token the key that minted it."""
+    name: str
+    scope: Scope
+
+    def owns(self, run: dict[str, Any]) -> bool:
+        return run.get("triggered_by") == self.key_id
+
+
+class Authenticator:
+    def __init__(self, store: Store, ws_id: str) -> None:
+        self.store = store
+        self.ws_id = ws_id
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _lookup(self, secret: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(secret)
+        if hit is not None and now - hit[0] < CACHE_S:
+            return hit[1]
+        row = self.store.find_key(secret)
+        if row is not None and row["parent_id"]:
+            parent = self.store.get_key(row["parent_id"])
+            if parent is None or parent["revoked_at"] is not None:
+                row = {**row, "revoked_at": row["revoked_at"] or datetime.now(UTC)}
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[secret] = (now, row)
+        return row
+
+    def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if not header:
+            raise ApiError(
+                401,
+                "an API key is required: send `Authorization: Bearer <key>`",
+                "not_authenticated",
+            )
+        if scheme.lower() not in ("bearer", "token") or not secret.strip():
+            raise ApiError(
+                401, "malformed Authorization header: use `Bearer <key>`", "not_authenticated"
+            )
+        row = self._lookup(secret.strip())
+        if row is None or row["workspace_id"] != self.ws_id:
+            raise ApiError(401, "unknown API key", "invalid_api_key")
+        now = datetime.now(UTC)
+        if row["revoked_at"] is not None:
+            raise ApiError(401, f"API key {row['name']!r} was revoked", "api_key_revoked")
+        if row["expires_at"] is not None and row["expires_at"] <= now:
+            what = "data-plane token" if row["kind"] == "dataplane" else f"API key {row['name']!r}"
+            raise ApiError(
+                401, f"{what} expired at {row['expires_at'].isoformat()}", "api_key_expired"
+            )
+        last = row["last_used_at"]
+        if row["kind"] == "key" and (last is None or now - last > TOUCH_EVERY):
+            row["last_used_at"] = now
+            self.store.touch_key(row["id"], now)
+        return Principal(
+            key_id=row["parent_id"] or row["id"], name=row["name"], scope=Scope(row["scope"])
+        )
+
+    def require(self, action: Action) -> Callable[[Request], Principal]:
+        """A FastAPI dependency: the caller's principal, if its scope allows `action`."""
+
+        def dependency(request: Request) -> Principal:
+            principal = self.authenticate(request)
+            # a trigger key reads only the runs it created: the route checks each run
+            partial = action is Action.READ and principal.scope is Scope.TRIGGER
+            if not partial and not allows(principal.scope, action):
+                verb = action.value.replace("_", " ")
+                raise ApiError(
+                    403, f"a {principal.scope.value} key may not {verb}", "not_authorized"
+                )
+            return principal
+
+        return dependency
+
+    def check_run(self, principal: Principal, run: dict[str, Any]) -> None:
+        if not allows(principal.scope, Action.READ, owns=principal.owns(run)):
+            raise ApiError(403, "this key may only read the runs it triggered", "not_authorized")
+
+    def mint_dataplane_token(self, principal: Principal) -> tuple[str, datetime]:
+        expires = datetime.now(UTC) + DATAPLANE_TOKEN_TTL
+        _row, token = self.store.create_key(
+            self.ws_id,
+            f"dataplane:{principal.name}",
+            principal.scope.value,
+            expires_at=expires,
+            kind="dataplane",
+            parent_id=principal.key_id,
+        )
+        return token, expires

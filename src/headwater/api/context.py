@@ -1,0 +1,57 @@
+"""What the routes share: the store, the served workspace, and lookups that answer 404."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from headwater.api import serialize as ser
+from headwater.api.responses import ApiError
+from headwater.store.store import Store
+
+
+@dataclass
+class ApiContext:
+    """What the API needs from the runtime that serves it."""
+
+    store: Store
+    ws_id: str
+    base_url: Callable[[], str]
+    reload_manifest: Callable[[], dict[str, Any]]
+    manifest_status: Callable[[], dict[str, Any]]
+
+    def check_ws(self, ws: str) -> None:
+        if ws != self.ws_id:
+            raise ApiError(404, f"no workspace {ws!r} on this server", "workspace_not_found")
+
+    def job(self, ws: str, job_id: str) -> dict[str, Any]:
+        self.check_ws(ws)
+        job = self.store.get_job(job_id)
+        if job is None or job["workspace_id"] != ws:
+            raise ApiError(404, f"no job {job_id!r} in this workspace", "job_not_found")
+        return job
+
+    def run(self, ws: str, run_id: str) -> dict[str, Any]:
+        self.check_ws(ws)
+        run = self.store.get_run(run_id)
+        if run is None or run["workspace_id"] != ws:
+            raise ApiError(404, f"no job run {run_id!r} in this workspace", "job_run_not_found")
+        return run
+
+    def detailed_job(self, job: dict[str, Any], latest: dict[str, Any] | None) -> dict[str, Any]:
+        base = self.base_url()
+        out = ser.job(job, base)
+        out["latest_job_run"] = ser.run(latest, base, job["job_ref"]) if latest else None
+        out["current_version"] = None
+        out["recent_job_runs"] = None
+        out["downstream_job_runs"] = None
+        return out
+
+    def detailed_run(
+        self, run: dict[str, Any], job: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        job = job or self.store.get_job(run["job_id"])
+        assert job is not None
+        version = self.store.get_job_version(run["job_version_id"])
+        return ser.detailed_run(run, job, version, self.base_url())

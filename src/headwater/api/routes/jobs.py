@@ -1,0 +1,150 @@
+"""Jobs: list, get, trigger, pause and resume."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from headwater.api import serialize as ser
+from headwater.api.auth import Authenticator, Principal
+from headwater.api.context import ApiContext
+from headwater.api.responses import ApiError
+from headwater.core.access import Action
+from headwater.workspace import triggers
+from headwater.workspace.launch import fire
+
+MAX_PAGE = 1000
+
+
+class TriggerJobsRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    job_ids: list[str] | None = None
+    selectors: list[str] | None = None
+    profile: str | None = None
+    refresh: bool = False
+    dry_run: bool = False
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="Headwater: values for the job's config arguments"
+    )
+
+
+def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
+    r = APIRouter(tags=["jobs"])
+    store = ctx.store
+
+    @r.get("/api/v1/workspaces/{ws}/jobs")
+    def list_jobs(
+        ws: str,
+        limit: int = Query(100, ge=0, le=MAX_PAGE),
+        offset: int = Query(0, ge=0),
+        ref: str | None = None,
+        is_archived: bool | None = None,
+        _p: Principal = Depends(auth.require(Action.SEE_JOBS)),
+    ) -> Any:
+        ctx.check_ws(ws)
+        jobs, total = store.list_jobs(
+            ws, ref=ref, is_archived=is_archived, limit=limit, offset=offset
+        )
+        latest = store.latest_runs([j["id"] for j in jobs])
+        return ser.page(
+            [ctx.detailed_job(j, latest.get(j["id"])) for j in jobs], total, limit, offset
+        )
+
+    @r.get("/api/v1/workspaces/{ws}/jobs/{job_id}")
+    def get_job(
+        ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.SEE_JOBS))
+    ) -> Any:
+        job = ctx.job(ws, job_id)
+        return ctx.detailed_job(job, store.latest_runs([job_id]).get(job_id))
+
+    @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-pause")
+    def pause(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        job = ctx.job(ws, job_id)
+        if job["is_archived"]:
+            raise ApiError(400, "an archived job cannot be paused", "job_archived")
+        return ser.job(store.set_paused(job_id, True) or job, ctx.base_url())
+
+    @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-resume")
+    def resume(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        job = ctx.job(ws, job_id)
+        return ser.job(store.set_paused(job_id, False) or job, ctx.base_url())
+
+    @r.post("/api/v1/workspaces/{ws}/jobs/-trigger")
+    def trigger_jobs(
+        ws: str, body: TriggerJobsRequest, p: Principal = Depends(auth.require(Action.TRIGGER))
+    ) -> Any:
+        ctx.check_ws(ws)
+        if not body.job_ids and not body.selectors:
+            raise ApiError(400, "give job_ids or selectors", "invalid_request")
+        return trigger_many(ctx, body.job_ids or [], body.selectors or [], body, p)
+
+    return r
+
+
+def trigger_many(
+    ctx: ApiContext,
+    job_ids: list[str],
+    selectors: list[str],
+    body: TriggerJobsRequest,
+    principal: Principal,
+) -> dict[str, Any]:
+    """Fire jobs named by id (their default trigger) and jobs matched by selectors."""
+    store = ctx.store
+    now = datetime.now(UTC)
+    succeeded: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    picked: list[tuple[dict[str, Any], list[str], str | None]] = []
+    for job_id in job_ids:
+        job = store.get_job(job_id)
+        if job is None or job["workspace_id"] != ctx.ws_id:
+            failed.append({"ref": job_id, "detail": f"no job with id {job_id!r}"})
+            continue
+        # by id, a job fires its default trigger, as the managed runtime does
+        manual = f"manual:{job['job_ref']}"
+        picked.append((job, [manual], job["default_trigger"] or manual))
+    if selectors:
+        jobs, _ = store.list_jobs(ctx.ws_id, is_archived=False, limit=100_000)
+        for job in jobs:
+            trig = triggers.select(job["definition"], selectors)
+            if trig is not None:
+                picked.append((job, triggers.matched(job["definition"], selectors), trig))
+    for job, hits, trig in picked:
+        item: dict[str, Any] = {
+            "job_id": job["id"],
+            "job_ref": job["job_ref"],
+            "matched_triggers": hits,
+            "trigger": trig or "",
+            "job_run_id": None,
+            "job_run": None,
+            "reasons": None,
+        }
+        if job["job_type"] != "batch":
+            item.update(
+                status="skipped_not_served",
+                reasons=[f"{job['job_type']} jobs are not served by Headwater"],
+            )
+            skipped.append(item)
+            continue
+        assert trig is not None
+        result = fire(
+            store,
+            job,
+            trig,
+            now=now,
+            profile=body.profile,
+            parameters=body.parameters,
+            refresh=body.refresh,
+            triggered_by=principal.key_id,
+            dry_run=body.dry_run,
+        )
+        item["status"] = result.decision.status.value
+        item["reasons"] = result.decision.reasons or None
+        if result.run is not None:
+            item["job_run_id"] = result.run["id"]
+            item["job_run"] = ser.run(result.run, ctx.base_url(), job["job_ref"])
+        (succeeded if result.decision.creates_run else skipped).append(item)
+    return {"succeeded": succeeded, "skipped": skipped, "failed": failed}

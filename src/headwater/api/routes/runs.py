@@ -1,0 +1,152 @@
+"""Job runs: list, create, get and cancel."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict
+
+from headwater.api import serialize as ser
+from headwater.api.auth import Authenticator, Principal
+from headwater.api.context import ApiContext
+from headwater.api.responses import ApiError
+from headwater.core.access import Action, Scope
+from headwater.core.states import TERMINAL, RunStatus
+from headwater.workspace import triggers
+from headwater.workspace.launch import fire
+
+MAX_PAGE = 1000
+
+
+class CreateJobRunRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    job_id: str
+    trigger: str = "manual:"
+    profile: str | None = None
+    refresh: bool = False
+    skip_freshness: bool = False
+    parameters: dict[str, Any] | None = None
+
+
+class CancelJobRunsRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    job_run_ids: list[str]
+    dry_run: bool = False
+
+
+def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
+    r = APIRouter(tags=["job-runs"])
+    store = ctx.store
+
+    @r.get("/api/v1/workspaces/{ws}/job-runs")
+    def list_runs(
+        ws: str,
+        limit: int = Query(100, ge=0, le=MAX_PAGE),
+        offset: int = Query(0, ge=0),
+        job_id: str | None = None,
+        number: int | None = None,
+        status: list[RunStatus] = Query(default=[]),
+        p: Principal = Depends(auth.require(Action.READ)),
+    ) -> Any:
+        ctx.check_ws(ws)
+        runs, total = store.list_runs(
+            ws,
+            job_id=job_id,
+            statuses=[s.value for s in status],
+            number=number,
+            # a trigger key sees the runs it created
+            triggered_by=p.key_id if p.scope is Scope.TRIGGER else None,
+            limit=limit,
+            offset=offset,
+        )
+        jobs: dict[str, dict[str, Any]] = {}
+        items = []
+        for run in runs:
+            if run["job_id"] not in jobs:
+                jobs[run["job_id"]] = store.get_job(run["job_id"]) or {}
+            items.append(ctx.detailed_run(run, jobs[run["job_id"]]))
+        return ser.page(items, total, limit, offset)
+
+    @r.post("/api/v1/workspaces/{ws}/job-runs")
+    def create_run(
+        ws: str, body: CreateJobRunRequest, p: Principal = Depends(auth.require(Action.TRIGGER))
+    ) -> Any:
+        job = ctx.job(ws, body.job_id)
+        try:
+            trigger = triggers.check_trigger(body.trigger)
+        except triggers.TriggerError as ex:
+            raise ApiError(400, str(ex), "invalid_trigger") from ex
+        if job["job_type"] != "batch":
+            raise ApiError(409, f"{job['job_type']} jobs are not served by Headwater", "not_served")
+        result = fire(
+            store,
+            job,
+            trigger,
+            now=datetime.now(UTC),
+            profile=body.profile,
+            parameters=body.parameters,
+            refresh=body.refresh,
+            triggered_by=p.key_id,
+        )
+        if not result.decision.creates_run:
+            raise ApiError(
+                409,
+                f"run declined: {result.decision.status.value}",
+                result.decision.status.value,
+                {"reasons": result.decision.reasons},
+            )
+        assert result.run is not None
+        return ctx.detailed_run(result.run, job)
+
+    @r.get("/api/v1/workspaces/{ws}/job-runs/{run_id}")
+    def get_run(ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ))) -> Any:
+        run = ctx.run(ws, run_id)
+        auth.check_run(p, run)
+        return ctx.detailed_run(run)
+
+    @r.post("/api/v1/workspaces/{ws}/job-runs/{run_id}/-cancel")
+    def cancel_run(ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ))) -> Any:
+        run = ctx.run(ws, run_id)
+        check_cancel(auth, p, run)
+        if RunStatus(run["status"]) in TERMINAL:
+            raise ApiError(409, f"run is already {run['status']}", "job_run_terminal")
+        return ctx.detailed_run(store.request_cancel(run_id) or run)
+
+    @r.post("/api/v1/workspaces/{ws}/job-runs/-cancel")
+    def cancel_runs(
+        ws: str, body: CancelJobRunsRequest, p: Principal = Depends(auth.require(Action.READ))
+    ) -> Any:
+        ctx.check_ws(ws)
+        succeeded, skipped, failed = [], [], []
+        for run_id in body.job_run_ids:
+            run = store.get_run(run_id)
+            if run is None or run["workspace_id"] != ws:
+                failed.append({"ref": run_id, "detail": f"no job run {run_id!r}"})
+                continue
+            check_cancel(auth, p, run)
+            job = store.get_job(run["job_id"]) or {}
+            item = {
+                "job_ref": job.get("job_ref"),
+                "job_run_id": run_id,
+                "job_run_number": run["number"],
+                "previous_status": run["status"],
+            }
+            if RunStatus(run["status"]) in TERMINAL:
+                skipped.append(item)
+                continue
+            if not body.dry_run:
+                store.request_cancel(run_id)
+            succeeded.append(item)
+        return {"succeeded": succeeded, "skipped": skipped, "failed": failed}
+
+    return r
+
+
+def check_cancel(auth: Authenticator, p: Principal, run: dict[str, Any]) -> None:
+    """Admins cancel any run; a trigger key the runs it created; a read key none."""
+    if p.scope is Scope.ADMIN or (p.scope is Scope.TRIGGER and p.owns(run)):
+        return
+    auth.check_run(p, run)
+    raise ApiError(403, f"a {p.scope.value} key may not cancel this run", "not_authorized")

@@ -1,0 +1,120 @@
+"""API keys against a real `headwater up`: scopes, expiry, revocation, nothing stored in plain."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.harness import HERE, Server, copy_workspace
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    ws = copy_workspace(HERE / "workspace", tmp_path_factory.mktemp("auth") / "ws")
+    srv = Server(ws).start(wait_warm=False)
+    yield srv
+    srv.stop()
+
+
+def client(srv: Server, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=srv.url, headers=headers, timeout=30)
+
+
+def new_key(srv: Server, name: str, scope: str, *extra: str) -> str:
+    proc = srv.cli("key", "create", "--name", name, "--scope", scope, *extra)
+    key = proc.stdout.strip()
+    assert key.startswith("dlt_sa_") and len(key) > 40
+    return key
+
+
+def test_every_route_but_health_needs_a_key(server: Server) -> None:
+    anon = client(server, None)
+    assert anon.get("/health").status_code == 200
+    for path in (server.w, f"{server.w}/jobs", f"{server.w}/job-runs", f"{server.w}/api-keys"):
+        resp = anon.get(path)
+        assert resp.status_code == 401, path
+        assert resp.json()["code"] == "not_authenticated"
+    bad = client(server, "dlt_sa_not-a-key").get(f"{server.w}/jobs")
+    assert bad.status_code == 401 and bad.json()["detail"] == "unknown API key"
+
+
+def test_local_admin_key_file_is_private(server: Server) -> None:
+    mode = (server.workspace / ".headwater" / "admin.key").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_trigger_key_triggers_and_reads_only_its_own_runs(server: Server) -> None:
+    key = new_key(server, "snowflake", "trigger")
+    tk = client(server, key)
+    job_id = server.job_id("ok")
+    mine = tk.post(f"{server.w}/jobs/-trigger", json={"job_ids": [job_id]}).json()["succeeded"][0]
+    server.wait_run(mine["job_run_id"])
+    assert tk.get(f"{server.w}/job-runs/{mine['job_run_id']}").status_code == 200
+    assert (
+        tk.get(f"/logs/v1/workspaces/{server.ws_id}/job-runs/{mine['job_run_id']}/logs").status_code
+        == 200
+    )
+    listed = tk.get(f"{server.w}/job-runs").json()["items"]
+    assert mine["job_run_id"] in {r["id"] for r in listed}
+    assert all(r["triggered_by"] == mine["job_run"]["triggered_by"] for r in listed)
+    # someone else's run: no reading its log
+    other = server.wait_run(server.start_run("greet", parameters={"greeting": "x"})["id"])
+    assert tk.get(f"{server.w}/job-runs/{other['id']}").status_code == 403
+    logs = tk.get(f"/logs/v1/workspaces/{server.ws_id}/job-runs/{other['id']}/logs")
+    assert logs.status_code == 403
+    # and nothing an admin does
+    assert tk.get(f"{server.w}/api-keys").status_code == 403
+    assert tk.post(f"{server.w}/jobs/{job_id}/-pause").status_code == 403
+    assert tk.post(f"{server.w}/-reload").status_code == 403
+
+
+def test_read_key_changes_nothing(server: Server) -> None:
+    rk = client(server, new_key(server, "dashboard", "read"))
+    assert rk.get(f"{server.w}/job-runs").status_code == 200
+    job_id = server.job_id("ok")
+    denied = rk.post(f"{server.w}/jobs/-trigger", json={"job_ids": [job_id]})
+    assert denied.status_code == 403 and denied.json()["code"] == "not_authorized"
+    assert rk.post(f"{server.w}/job-runs", json={"job_id": job_id}).status_code == 403
+    assert rk.post(f"{server.w}/jobs/{job_id}/-pause").status_code == 403
+
+
+def test_revoked_and_expired_keys_get_401_saying_why(server: Server) -> None:
+    key = new_key(server, "temp", "trigger", "--expires-in-days", "30")
+    assert client(server, key).get(f"{server.w}/jobs").status_code == 200
+    server.cli("key", "revoke", "temp")
+    revoked = client(server, key).get(f"{server.w}/jobs")
+    assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]
+
+    old = new_key(server, "old", "read")
+    db = sqlite3.connect(server.workspace / ".headwater" / "headwater.db")
+    with db:
+        db.execute("update api_keys set expires_at = '2020-01-01 00:00:00' where name = 'old'")
+    db.close()
+    expired = client(server, old).get(f"{server.w}/jobs")
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+
+
+def test_key_ls_never_shows_keys_and_the_store_keeps_only_hashes(server: Server) -> None:
+    key = new_key(server, "audit", "read")
+    listing = server.cli("key", "ls").stdout
+    assert "audit" in listing and key not in listing
+    raw = b"".join(p.read_bytes() for p in (server.workspace / ".headwater").glob("headwater.db*"))
+    assert key.encode() not in raw
+    assert server.key.encode() not in raw
+    assert key not in server.log() and server.key not in server.log()
+
+
+def test_dataplane_token_reads_logs_with_the_scope_of_its_key(server: Server) -> None:
+    token = server.post(f"{server.w}/-issue-dataplane-token")
+    assert token["token"].startswith("dlt_sa_") and token["expires_at"] > 0
+    run = server.wait_run(server.start_run("ok")["id"])
+    dp = client(server, token["token"])
+    lines = dp.get(f"/logs/v1/workspaces/{server.ws_id}/job-runs/{run['id']}/logs")
+    assert lines.status_code == 200 and "ok ran" in lines.text
