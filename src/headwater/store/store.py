@@ -26,6 +26,7 @@ from headwater.store.models import (
     ApiKey,
     Cursor,
     Event,
+    IdempotentRequest,
     Job,
     JobVersion,
     ManifestVersion,
@@ -45,6 +46,7 @@ SC = ScheduleCursor.__table__
 C = Cursor.__table__
 W = Workspace.__table__
 K = ApiKey.__table__
+IR = IdempotentRequest.__table__
 KEY_PREFIX = "dlt_sa_"
 """The `dlthub` CLI accepts only `dlt_u_` and `dlt_sa_` keys; Headwater's are service keys."""
 
@@ -868,6 +870,62 @@ class Store:
     def touch_key(self, key_id: str, now: datetime) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(K).where(K.c.id == key_id).values(last_used_at=now))
+
+    # -- idempotent requests -------------------------------------------------------------------
+
+    def claim_idempotency(
+        self, principal_id: str, key: str, request_hash: str, since: datetime
+    ) -> dict[str, Any] | None:
+        """Reserve `key` for this request; answers the earlier record when there is one.
+
+        Records older than `since` are forgotten first, so a key may be used again
+        after its window.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(delete(IR).where(IR.c.created_at < since))
+            prior = conn.execute(
+                select(IR).where(IR.c.principal_id == principal_id, IR.c.key == key)
+            ).first()
+            if prior is not None:
+                return dict(prior._mapping)
+            conn.execute(
+                insert(IR).values(
+                    principal_id=principal_id,
+                    key=key,
+                    request_hash=request_hash,
+                    status_code=None,
+                    response=None,
+                    created_at=utcnow(),
+                )
+            )
+        return None
+
+    def get_idempotency(self, principal_id: str, key: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(
+                conn.execute(
+                    select(IR).where(IR.c.principal_id == principal_id, IR.c.key == key)
+                ).first()
+            )
+
+    def finish_idempotency(
+        self, principal_id: str, key: str, status_code: int, response: Any
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(IR)
+                .where(IR.c.principal_id == principal_id, IR.c.key == key)
+                .values(status_code=status_code, response=response)
+            )
+
+    def release_idempotency(self, principal_id: str, key: str) -> None:
+        """Forget a reservation whose request failed, so it may be sent again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(IR).where(
+                    IR.c.principal_id == principal_id, IR.c.key == key, IR.c.status_code.is_(None)
+                )
+            )
 
 
 def key_hash(secret: str) -> str:

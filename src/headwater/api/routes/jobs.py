@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
+from headwater.api.idempotency import idempotent
 from headwater.api.responses import ApiError
 from headwater.core.access import Action
 from headwater.workspace import triggers
@@ -74,12 +75,21 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     @r.post("/api/v1/workspaces/{ws}/jobs/-trigger")
     def trigger_jobs(
-        ws: str, body: TriggerJobsRequest, p: Principal = Depends(auth.require(Action.TRIGGER))
+        ws: str,
+        body: TriggerJobsRequest,
+        request: Request,
+        p: Principal = Depends(auth.require(Action.TRIGGER)),
     ) -> Any:
         ctx.check_ws(ws)
         if not body.job_ids and not body.selectors:
             raise ApiError(400, "give job_ids or selectors", "invalid_request")
-        return trigger_many(ctx, body.job_ids or [], body.selectors or [], body, p)
+        return idempotent(
+            store,
+            request,
+            p,
+            body.model_dump(),
+            lambda: trigger_many(ctx, body.job_ids or [], body.selectors or [], body, p),
+        )
 
     return r
 

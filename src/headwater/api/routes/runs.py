@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
+from headwater.api.idempotency import idempotent
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope
 from headwater.core.states import TERMINAL, RunStatus
@@ -71,9 +72,15 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     @r.post("/api/v1/workspaces/{ws}/job-runs")
     def create_run(
-        ws: str, body: CreateJobRunRequest, p: Principal = Depends(auth.require(Action.TRIGGER))
+        ws: str,
+        body: CreateJobRunRequest,
+        request: Request,
+        p: Principal = Depends(auth.require(Action.TRIGGER)),
     ) -> Any:
         job = ctx.job(ws, body.job_id)
+        return idempotent(store, request, p, body.model_dump(), lambda: start(job, body, p))
+
+    def start(job: dict[str, Any], body: CreateJobRunRequest, p: Principal) -> Any:
         try:
             trigger = triggers.check_trigger(body.trigger)
         except triggers.TriggerError as ex:
