@@ -231,3 +231,50 @@ class IdempotentRequest(Base):
     """None while the first request is still being answered."""
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]
+
+
+class Variable(Base):
+    """A workspace variable handed to runs as an environment variable.
+
+    Secret values are encrypted at rest (`value` holds the ciphertext) and are
+    never answered by the API; plain ones are stored as given.
+    """
+
+    __tablename__ = "variables"
+    __table_args__ = (UniqueConstraint("workspace_id", "profile", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    profile: Mapped[str] = mapped_column(String(100))
+    """The profile the variable applies to; `""` is the workspace scope (every profile)."""
+    name: Mapped[str] = mapped_column(String(300))
+    type: Mapped[str] = mapped_column(String(10))
+    """`plain` or `secret`."""
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(36))
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(36))
+
+
+class Package(Base):
+    """An uploaded code (`deployment`) or configuration package, stored once per content hash."""
+
+    __tablename__ = "packages"
+    __table_args__ = (UniqueConstraint("workspace_id", "kind", "version"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    """`deployment` (code) or `configuration` (`.dlt` files)."""
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Numbered when the upload arrives; None while only issued."""
+    content_hash: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    requirements_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    profiles: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    files: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """The package's file manifest (`relative_path`, `sha3_256`, `size_bytes`, `linkname`)."""
+    upload_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
