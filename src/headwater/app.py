@@ -15,10 +15,13 @@ from headwater.api.app import ApiContext, create_app
 from headwater.events.dispatcher import Dispatcher
 from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
-from headwater.store.store import Store
+from headwater.store.packages import PackageStore
+from headwater.store.store import DeployedJob, Store
 from headwater.worker.worker import Worker, recover_lost_runs
 from headwater.workspace.launch import job_specs
-from headwater.workspace.manifest import ManifestError, load_manifest
+from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
+from headwater.workspace.packages import hash_dir_name as hash_dir
+from headwater.workspace.packages import read_package, runtime_dir, store_package
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class Runtime:
         engine = make_engine(db_url or sqlite_url(self.home / "headwater.db"))
         upgrade(engine)
         self.store = Store(engine)
+        self.packages = PackageStore(engine)
         ws = self.store.ensure_workspace(str(self.workspace), self.workspace.name)
         self.ws_id: str = ws["id"]
         self.manifest = ManifestState()
@@ -81,14 +85,27 @@ class Runtime:
         self._stop = threading.Event()
         self.scheduler = Scheduler(self.store, self.ws_id)
         self.dispatcher = Dispatcher(self.store, self.ws_id)
+        self._code_dir = self.workspace
         self.worker = Worker(
-            self.store, self.workspace, self.ws_id, max_parallel=max_parallel, warm=warm
+            self.store,
+            self.workspace,
+            self.ws_id,
+            max_parallel=max_parallel,
+            warm=warm,
+            code_dir=lambda: self._code_dir,
         )
+        self._remote = False
         latest = self.store.latest_manifest(self.ws_id)
         if latest is not None:
             self.manifest.version, self.manifest.hash = latest["version"], latest["hash"]
             self.manifest.warnings = latest["warnings"]
             self.manifest.loaded_at = latest["created_at"]
+            if latest["code_package_id"]:
+                # the newest version came from a remote deploy: its package is the code
+                self._remote = True
+                self._code_dir = self._package_dir(
+                    latest["code_package_id"], latest["config_package_id"]
+                )
 
     @property
     def url(self) -> str:
@@ -103,6 +120,9 @@ class Runtime:
                 base_url=lambda: self.url,
                 reload_manifest=self.reload_manifest,
                 manifest_status=self.manifest.as_dict,
+                packages=self.packages,
+                accept_package=self.accept_package,
+                deploy=self.deploy_remote,
             )
         )
 
@@ -110,7 +130,8 @@ class Runtime:
         lost = recover_lost_runs(self.store)
         if lost:
             log.warning("%d run(s) were active when Headwater stopped; marked failed", len(lost))
-        self.reload_manifest(refresh_launcher=False)
+        if not self._remote:
+            self.reload_manifest(refresh_launcher=False)
         self.worker.start()
         self.dispatcher.start()
         self.scheduler.start()
@@ -189,8 +210,11 @@ class Runtime:
             )
             self.manifest.error = self.manifest.error_type = self.manifest.error_at = None
             self.manifest.warnings = loaded.warnings
+            # local files were edited: they are the code again, even after a remote deploy
+            moved = self._code_dir != self.workspace
+            self._code_dir, self._remote = self.workspace, False
             if refresh_launcher:
-                self.worker.refresh_launcher()
+                self.worker.refresh_launcher(keep_previous=not moved)
             if version is not None:
                 self.manifest.version, self.manifest.hash, self.manifest.loaded_at = (
                     version,
@@ -204,6 +228,83 @@ class Runtime:
                 "jobs": [{"job_ref": o.job["job_ref"], "outcome": o.outcome} for o in outcomes],
                 **self._summary(),
             }
+
+    # -- remote deploy ----------------------------------------------------------------------------
+
+    def accept_package(self, row: dict[str, Any], data: bytes) -> None:
+        """Unpack an uploaded package once per content hash under `.headwater/packages`."""
+        store_package(data, read_package(data), self.home / "packages" / row["kind"])
+
+    def _package_dir(self, code_id: str, config_id: str | None) -> Path:
+        code = self.packages.get(code_id)
+        config = self.packages.get(config_id) if config_id else None
+        assert code is not None and code["content_hash"]
+        root = self.home / "packages"
+        code_dir = root / "deployment" / hash_dir(code["content_hash"])
+        config_dir = root / "configuration" / hash_dir(config["content_hash"]) if config else None
+        return runtime_dir(root / "run", code_dir, config_dir)
+
+    def deploy_remote(self, body: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        """`-deploy`: validate the posted jobs with dlt and reconcile; runs move to the newest
+        uploaded packages (runs already going keep theirs)."""
+        manifest: dict[str, Any] = {
+            "engine_version": body["job_definition_engine_version"],
+            "created_at": datetime.now(UTC).isoformat(),
+            "deployment_module": body.get("deployment_module"),
+            "jobs": body["jobs"],
+        }
+        if body.get("description"):
+            manifest["description"] = body["description"]
+        loaded = from_manifest(manifest)
+        code = self.packages.latest(self.ws_id, "deployment")
+        config = self.packages.latest(self.ws_id, "configuration")
+        with self._reload_lock:
+            version, outcomes = self.store.deploy(
+                self.ws_id,
+                manifest,
+                body.get("job_definition_hash") or loaded.hash,
+                loaded.warnings,
+                job_specs(loaded),
+                manifest["deployment_module"],
+                dry_run=dry_run,
+                code_package_id=code["id"] if code else None,
+                config_package_id=config["id"] if config else None,
+            )
+            if not dry_run:
+                if version is not None:
+                    self.manifest.version, self.manifest.hash = (
+                        version,
+                        body.get("job_definition_hash") or loaded.hash,
+                    )
+                    self.manifest.loaded_at = datetime.now(UTC)
+                self.manifest.warnings = loaded.warnings
+                self.manifest.error = self.manifest.error_type = self.manifest.error_at = None
+                if code is not None:
+                    new_dir = self._package_dir(code["id"], config["id"] if config else None)
+                    if new_dir != self._code_dir:
+                        self._code_dir, self._remote = new_dir, True
+                        self.worker.refresh_launcher(keep_previous=False)
+        return self._deploy_answer(outcomes, loaded.warnings, manifest["deployment_module"])
+
+    def _deploy_answer(
+        self, outcomes: list[DeployedJob], warnings: list[str], module: str | None
+    ) -> dict[str, Any]:
+        from headwater.api import serialize as ser
+
+        base = self.url
+        succeeded, skipped = [], []
+        for o in outcomes:
+            job = {**o.job, "next_run_at": o.job.get("next_run_at")}
+            previous = (
+                ser.job_version(o.previous_version, job, None) if o.previous_version else None
+            )
+            item = {"job": ser.job(job, base), "outcome": o.outcome, "previous_version": previous}
+            (skipped if o.outcome == "unchanged" else succeeded).append(item)
+        return {
+            "job_receipt": {"succeeded": succeeded, "skipped": skipped, "failed": []},
+            "warnings": warnings,
+            "deployment_module": module,
+        }
 
     def _summary(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ from typing import Any
 
 from headwater.api import serialize as ser
 from headwater.api.responses import ApiError
+from headwater.store.packages import PackageStore
 from headwater.store.store import Store
 
 
@@ -20,6 +21,11 @@ class ApiContext:
     base_url: Callable[[], str]
     reload_manifest: Callable[[], dict[str, Any]]
     manifest_status: Callable[[], dict[str, Any]]
+    packages: PackageStore
+    accept_package: Callable[[dict[str, Any], bytes], None]
+    """Unpack an uploaded package (row, bytes)."""
+    deploy: Callable[[dict[str, Any], bool], dict[str, Any]]
+    """Validate and reconcile a posted manifest (`-deploy` body, dry run)."""
 
     def check_ws(self, ws: str) -> None:
         if ws != self.ws_id:

@@ -120,8 +120,13 @@ def up(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     workspace = workspace.resolve()
+    if not workspace.is_dir():
+        _fail(f"{workspace} is not a folder")
     if not (workspace / "__deployment__.py").exists():
-        _fail(f"no __deployment__.py in {workspace}: point `headwater up` at a dlt workspace")
+        err.print(
+            f"[yellow]no __deployment__.py in {escape(str(workspace))}[/yellow]: serving an empty"
+            " workspace until a remote deploy (`dlthub deploy`, `headwater deploy --to URL`)"
+        )
     runtime = Runtime(
         workspace,
         db_url=db_url,
@@ -438,6 +443,69 @@ def connect(
     print(f"export RUNTIME__API_BASE_URL={client.url}")
     print(f"export RUNTIME__API_KEY={key['key']}")
     print(f"export RUNTIME__WORKSPACE_ID={client.ws}")
+
+
+@app.command("snowflake-sql")
+def snowflake_sql_cmd(
+    url: Annotated[
+        str, typer.Option(help="This server's public base URL, as Snowflake will reach it.")
+    ],
+    procedure: Annotated[
+        str | None,
+        typer.Option(
+            help="Procedure (function for postgres) to create; default"
+            " headwater.public.p_trigger_headwater_job"
+            " (postgres: headwater.p_trigger_headwater_job)."
+        ),
+    ] = None,
+    workspace_id: Annotated[
+        str | None, typer.Option(help="Workspace id (default: asked from the running server).")
+    ] = None,
+    target: Annotated[str, typer.Option(help="snowflake, or postgres (pg_net).")] = "snowflake",
+    network_rule: Annotated[
+        str | None, typer.Option(help="Network rule name (default: nr_headwater beside it).")
+    ] = None,
+    secret: Annotated[
+        str | None, typer.Option(help="Secret name (default: se_headwater_api_key beside it).")
+    ] = None,
+    integration: Annotated[
+        str, typer.Option(help="External access integration name.")
+    ] = "i_headwater",
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Print SQL that lets Snowflake (or PostgreSQL with pg_net) trigger this server's jobs."""
+    from headwater.integrations import snowflake as sf
+
+    if target not in ("snowflake", "postgres"):
+        _fail(f"--target is snowflake or postgres, got {target!r}")
+    example = "load"
+    if workspace_id is None:
+        client = _client(workspace)
+        workspace_id = client.ws
+        try:
+            jobs = [j for j in client.jobs() if j.get("job_type") == "batch"]
+            names = [j["job_ref"].rsplit(".", 1)[-1] for j in jobs]
+            example = next((n for n in names if n == "load"), names[0] if names else example)
+        except (ClientError, KeyError):
+            pass  # only the example in the comments needs the job list
+    try:
+        if target == "postgres":
+            sql = sf.postgres_sql(
+                url, workspace_id, procedure or sf.DEFAULT_PG_FUNCTION, example_job=example
+            )
+        else:
+            sql = sf.snowflake_sql(
+                url,
+                workspace_id,
+                procedure or sf.DEFAULT_PROCEDURE,
+                network_rule=network_rule,
+                secret=secret,
+                integration=integration,
+                example_job=example,
+            )
+    except sf.IntegrationError as ex:
+        _fail(str(ex))
+    print(sql, end="")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,9 @@ class ManifestVersion(Base):
     deployment_module: Mapped[str | None] = mapped_column(String(200), nullable=True)
     manifest: Mapped[dict[str, Any]]
     warnings: Mapped[list[Any]]
+    code_package_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """The uploaded code package this version runs on; None: the workspace folder itself."""
+    config_package_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime]
 
 

@@ -170,18 +170,21 @@ class Store:
         specs: Sequence[JobSpec],
         deployment_module: str | None,
         dry_run: bool = False,
+        code_package_id: str | None = None,
+        config_package_id: str | None = None,
     ) -> tuple[int | None, list[DeployedJob]]:
         """Store a manifest version and reconcile the jobs to it.
 
         Jobs missing from a manifest of the same deployment module are archived:
-        their triggers stop, their history stays. A manifest with the hash of the
-        newest version adds no version. Answers `(new version or None, outcomes)`.
+        their triggers stop, their history stays. A manifest with the hash and
+        packages of the newest version adds no version. Answers
+        `(new version or None, outcomes)`.
         """
         now = utcnow()
         outcomes: list[DeployedJob] = []
         with self.engine.begin() as conn:
             latest = conn.execute(
-                select(MV.c.version, MV.c.hash)
+                select(MV.c.version, MV.c.hash, MV.c.code_package_id, MV.c.config_package_id)
                 .where(MV.c.workspace_id == ws_id)
                 .order_by(MV.c.version.desc())
                 .limit(1)
@@ -219,7 +222,15 @@ class Store:
                         old = {**old, "is_archived": True, "updated_at": now}
                     outcomes.append(DeployedJob(old, "archived", None))
             version: int | None = None
-            changed = latest is None or latest.hash != manifest_hash
+            changed = latest is None or (
+                latest.hash,
+                latest.code_package_id,
+                latest.config_package_id,
+            ) != (
+                manifest_hash,
+                code_package_id,
+                config_package_id,
+            )
             if changed and not dry_run:
                 version = (latest.version if latest else 0) + 1
                 conn.execute(
@@ -230,6 +241,8 @@ class Store:
                         deployment_module=deployment_module,
                         manifest=manifest,
                         warnings=list(warnings),
+                        code_package_id=code_package_id,
+                        config_package_id=config_package_id,
                         created_at=now,
                     )
                 )

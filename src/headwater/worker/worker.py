@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,12 +72,16 @@ class Worker:
         workspace: Path,
         ws_id: str,
         *,
+        code_dir: Callable[[], Path] | None = None,
         max_parallel: int = 16,
         warm: bool = True,
         base_env: dict[str, str] | None = None,
     ) -> None:
         self.store = store
         self.workspace = workspace
+        # where runs start: the workspace folder, or the newest uploaded package
+        self.code_dir = code_dir or (lambda: workspace)
+        self.data_dir = workspace / ".headwater" / "data"
         self.ws_id = ws_id
         self.max_parallel = max_parallel
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -120,15 +125,26 @@ class Worker:
             if fs is not None:
                 fs.retire()
 
-    def refresh_launcher(self) -> None:
-        """Start a new warm launcher (the workspace changed); the old one finishes its runs."""
+    def refresh_launcher(self, keep_previous: bool = True) -> None:
+        """Start a new warm launcher (the workspace changed); the old one finishes its runs.
+
+        With `keep_previous` the old launcher serves until the new one is warm (same
+        code, maybe fixed); without, runs start in new interpreters until then (the
+        code moved to another package).
+        """
         if not self._warm:
             return
         with self._lock:
             old, older = self._forkserver, self._previous
         fs = ForkServer(
-            self.workspace,
-            run_environment(self.base_env, self.workspace, {"id": "warm", "number": 0}, self.ws_id),
+            self.code_dir(),
+            run_environment(
+                self.base_env,
+                self.code_dir(),
+                {"id": "warm", "number": 0},
+                self.ws_id,
+                self.data_dir,
+            ),
             self.workspace / ".headwater" / "forkserver.log",
             self._on_exit,
         )
@@ -136,7 +152,11 @@ class Worker:
         with self._lock:
             self._forkserver = fs
             # keep the newest launcher that holds good code until the new one is warm
-            if old is not None and (old.ready or not (older and older.ready)):
+            if not keep_previous:
+                self._previous, retired = None, old
+                if older is not None:
+                    older.retire()
+            elif old is not None and (old.ready or not (older and older.ready)):
                 self._previous, retired = old, older
             else:
                 retired = old
@@ -200,7 +220,8 @@ class Worker:
         if job["job_type"] != "batch":
             raise RuntimeError(f"{job['job_type']} jobs are not served by Headwater yet")
         launcher, argv = launch_command(run, job_def)
-        env = run_environment(self.base_env, self.workspace, run, self.ws_id)
+        code_dir = self.code_dir()
+        env = run_environment(self.base_env, code_dir, run, self.ws_id, self.data_dir)
         starter = self._pick_starter()
         self._line_nums[run["id"]] = self.store.next_line_num(run["id"])
         how = "forked from the warm launcher" if starter.mode == "fork" else "in a new interpreter"
@@ -213,17 +234,13 @@ class Worker:
         err_r, err_w = os.pipe()
         try:
             try:
-                pid = starter.spawn(
-                    run["id"], launcher, argv, env, str(self.workspace), out_w, err_w
-                )
+                pid = starter.spawn(run["id"], launcher, argv, env, str(code_dir), out_w, err_w)
             except Exception:
                 if starter is self._fresh:
                     raise
                 log.warning("warm launcher failed; starting run %s in a new interpreter", run["id"])
                 starter = self._fresh
-                pid = starter.spawn(
-                    run["id"], launcher, argv, env, str(self.workspace), out_w, err_w
-                )
+                pid = starter.spawn(run["id"], launcher, argv, env, str(code_dir), out_w, err_w)
         except Exception:
             os.close(out_r)
             os.close(err_r)

@@ -24,7 +24,6 @@ from headwater.workspace import triggers
 from headwater.workspace.manifest import LoadedManifest, job_definition_hash
 
 INTERVAL_TRIGGER_KINDS = ("schedule", "every", "once")
-DATA_DIR = "data"
 
 
 def job_specs(loaded: LoadedManifest) -> list[JobSpec]:
@@ -122,15 +121,19 @@ def launch_command(run: dict[str, Any], job_def: dict[str, Any]) -> tuple[str, l
 
 
 def run_environment(
-    base_env: dict[str, str], workspace: Path, run: dict[str, Any], ws_id: str
+    base_env: dict[str, str], code_dir: Path, run: dict[str, Any], ws_id: str, data_dir: Path
 ) -> dict[str, str]:
-    """A fresh environment for one run: the server's own, plus where dlt keeps its data."""
+    """A fresh environment for one run: the server's own, plus where dlt finds code and data.
+
+    `code_dir` is the workspace folder or an uploaded package; `data_dir` (pipeline
+    state) stays the same across deployments.
+    """
     env = {k: v for k, v in base_env.items() if not k.startswith("HEADWATER_")}
     env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workspace), env.get("PYTHONPATH")) if p)
-    env["DLT_PROJECT_DIR"] = str(workspace)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_dir), env.get("PYTHONPATH")) if p)
+    env["DLT_PROJECT_DIR"] = str(code_dir)
     # never dlt's global directory: pipeline state belongs to this workspace
-    env.setdefault("DLT_DATA_DIR", str(workspace / ".headwater" / DATA_DIR))
+    env.setdefault("DLT_DATA_DIR", str(data_dir))
     env["RUNTIME__RUN_ID"] = run["id"]
     env["RUNTIME__WORKSPACE_ID"] = ws_id
     env["HEADWATER_RUN_ID"] = run["id"]

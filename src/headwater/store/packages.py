@@ -1,0 +1,118 @@
+"""Statements for uploaded code and configuration packages."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from headwater.store.models import Package
+from headwater.store.store import _row, key_hash, new_id, utcnow
+
+P = Package.__table__
+KINDS = ("deployment", "configuration")
+
+
+class PackageStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.reader = engine.execution_options(readonly=True)
+
+    def issue(self, ws_id: str, kind: str, created_by: str) -> tuple[dict[str, Any], str]:
+        """A package row waiting for its upload, and the one-time token for that upload."""
+        token = "hw_upload_" + secrets.token_urlsafe(32)
+        now = utcnow()
+        row = dict(
+            id=new_id(),
+            workspace_id=ws_id,
+            kind=kind,
+            version=None,
+            content_hash=None,
+            file_count=0,
+            size_bytes=0,
+            requirements_size_bytes=0,
+            profiles=[],
+            files=[],
+            upload_token_hash=key_hash(token),
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(insert(P).values(**row))
+        return row, token
+
+    def get(self, package_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(P).where(P.c.id == package_id)).first())
+
+    def complete(
+        self,
+        package_id: str,
+        token: str,
+        *,
+        content_hash: str,
+        files: list[dict[str, Any]],
+        size_bytes: int,
+        requirements_size_bytes: int = 0,
+        profiles: list[str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Number an issued package once its bytes are stored; the token works once."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(P).where(
+                    P.c.id == package_id,
+                    P.c.upload_token_hash == key_hash(token),
+                    P.c.version.is_(None),
+                )
+            ).first()
+            if row is None:
+                return None
+            version = 1 + int(
+                conn.execute(
+                    select(func.coalesce(func.max(P.c.version), 0)).where(
+                        P.c.workspace_id == row.workspace_id, P.c.kind == row.kind
+                    )
+                ).scalar_one()
+            )
+            conn.execute(
+                update(P)
+                .where(P.c.id == package_id)
+                .values(
+                    version=version,
+                    content_hash=content_hash,
+                    files=files,
+                    file_count=len(files),
+                    size_bytes=size_bytes,
+                    requirements_size_bytes=requirements_size_bytes,
+                    profiles=profiles or [],
+                    upload_token_hash=None,
+                    updated_at=utcnow(),
+                )
+            )
+            return _row(conn.execute(select(P).where(P.c.id == package_id)).first())
+
+    def list(
+        self,
+        ws_id: str,
+        kind: str,
+        *,
+        version: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Uploaded packages, newest version first."""
+        cond = [P.c.workspace_id == ws_id, P.c.kind == kind, P.c.version.is_not(None)]
+        if version is not None:
+            cond.append(P.c.version == version)
+        with self.reader.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(P).where(*cond)).scalar_one()
+            rows = conn.execute(
+                select(P).where(*cond).order_by(P.c.version.desc()).limit(limit).offset(offset)
+            ).all()
+        return [dict(r._mapping) for r in rows], int(total)
+
+    def latest(self, ws_id: str, kind: str) -> dict[str, Any] | None:
+        rows, _ = self.list(ws_id, kind, limit=1)
+        return rows[0] if rows else None
