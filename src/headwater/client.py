@@ -118,6 +118,39 @@ class Client:
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"{self.w}/job-runs/{run_id}/-cancel")
 
+    def latest_package(self, plural: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"{self.w}/{plural}/latest")
+        except ClientError as ex:
+            if ex.status == 404:
+                return None
+            raise
+
+    def upload_package(
+        self, plural: str, data: bytes, requirements: bytes | None
+    ) -> dict[str, Any]:
+        """Issue an upload and send the package to the URL the server answered, with its token."""
+        issued = self._call("POST", f"{self.w}/{plural}/-issue-upload")
+        name = "workspace.tar.gz" if plural == "deployments" else "configurations.tar.gz"
+        files: dict[str, Any] = {"file": (name, data, "application/x-tar")}
+        if requirements is not None:
+            files["requirements_file"] = ("requirements.json", requirements, "application/json")
+        try:
+            resp = httpx.post(
+                issued["upload_url"],
+                files=files,
+                headers={"Authorization": f"Bearer {issued['upload_token']}"},
+                timeout=300,
+            )
+        except httpx.TransportError as ex:
+            raise ClientError(0, f"upload to {issued['upload_url']} failed: {ex}") from ex
+        if resp.status_code >= 400:
+            raise ClientError(resp.status_code, resp.json().get("detail", resp.text))
+        return resp.json()
+
+    def deploy(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"{self.w}/-deploy", json=body)
+
     def keys(self) -> list[dict[str, Any]]:
         return self._call("GET", f"{self.w}/api-keys")["items"]
 

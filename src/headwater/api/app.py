@@ -17,7 +17,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from headwater.api.auth import Authenticator
 from headwater.api.context import ApiContext
 from headwater.api.responses import ApiError, JSONBody, error_body
-from headwater.api.routes import deployments, jobs, keys, legacy, logs, runs, workspace
+from headwater.api.routes import (
+    deployments,
+    jobs,
+    keys,
+    legacy,
+    logs,
+    organizations,
+    runs,
+    workspace,
+)
 
 __all__ = ["ApiContext", "create_app"]
 
@@ -51,6 +60,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """No key needed: is the server up, and which workspace does it serve."""
         return {"status": "ok", "workspace_id": ctx.ws_id}
 
-    for module in (workspace, jobs, runs, logs, keys, legacy, deployments):
+    for module in (workspace, jobs, runs, logs, keys, legacy, deployments, organizations):
         app.include_router(module.router(ctx, auth))
     return app

@@ -161,8 +161,22 @@ def up(
 
 
 @app.command()
-def deploy(workspace: WorkspaceOpt = Path(".")) -> None:
-    """Load the workspace's `__deployment__.py` again and reconcile jobs, without a restart."""
+def deploy(
+    workspace: WorkspaceOpt = Path("."),
+    to: Annotated[
+        str | None,
+        typer.Option(help="Deploy to a remote Headwater at this URL (code, configuration, jobs)."),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Admin key of the remote server (or HEADWATER_API_KEY).")
+    ] = None,
+    workspace_id: Annotated[
+        str | None, typer.Option(help="Workspace id of the remote server (default: asked).")
+    ] = None,
+) -> None:
+    """Load `__deployment__.py` again and reconcile jobs; with --to, deploy to a remote server."""
+    if to:
+        raise typer.Exit(_deploy_remote(workspace, to, key, workspace_id))
     client = _client(workspace)
     result = _call(client.reload)
     if not result["ok"]:
@@ -177,6 +191,54 @@ def deploy(workspace: WorkspaceOpt = Path(".")) -> None:
     out.print(
         f"manifest version {result['version']}" + ("" if result["changed"] else " (unchanged)")
     )
+
+
+def _deploy_remote(workspace: Path, url: str, key: str | None, ws_id: str | None) -> int:
+    """Upload the workspace's code and configuration (when changed), then reconcile its jobs."""
+    import os
+
+    from headwater.workspace.manifest import ManifestError, load_manifest
+    from headwater.workspace.packages import build_packages
+
+    key = key or os.environ.get("HEADWATER_API_KEY")
+    if not key:
+        _fail("--key (or HEADWATER_API_KEY) is needed: an admin key of the remote server")
+    assert key is not None
+    ws_id = ws_id or Client(url, "", key).health()["workspace_id"]
+    client = Client(url, ws_id, key)
+    try:
+        loaded = load_manifest(workspace)
+    except ManifestError as ex:
+        _fail(f"manifest not loaded: {ex.detail}")
+    code, code_hash, config, config_hash = build_packages(workspace.resolve())
+    for plural, data, content_hash, req in (
+        ("deployments", code, code_hash, b"{}"),
+        ("configurations", config, config_hash, None),
+    ):
+        latest = _call(client.latest_package, plural)
+        if latest is not None and latest["content_hash"] == content_hash:
+            out.print(f"  {plural:<15} unchanged (version {latest['version']})")
+            continue
+        stored = _call(client.upload_package, plural, data, req)
+        out.print(
+            f"  {plural:<15} uploaded version {stored['version']} ({stored['file_count']} files)"
+        )
+    answer = _call(
+        client.deploy,
+        {
+            "job_definition_engine_version": loaded.manifest["engine_version"],
+            "job_definition_hash": loaded.hash,
+            "jobs": loaded.jobs,
+            "deployment_module": loaded.manifest.get("deployment_module"),
+            "description": loaded.manifest.get("description"),
+            "dry_run": False,
+        },
+    )
+    receipt = answer["job_receipt"]
+    for item in receipt["succeeded"] + receipt["skipped"]:
+        out.print(f"  {item['outcome']:<10} {item['job']['job_ref']}")
+    out.print(f"deployed to {url} (workspace {ws_id})")
+    return 0
 
 
 # -- jobs -----------------------------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""The organization a Headwater server is: one, holding its workspace.
+
+`dlthub workspace info|list|connect` read these; an API key is a workspace
+service account, so `/api/v1/me` (humans only) answers 403 as the service does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from headwater.api import serialize as ser
+from headwater.api.auth import Authenticator, Principal
+from headwater.api.context import ApiContext
+from headwater.api.responses import ApiError
+from headwater.core.access import Action
+
+
+def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
+    r = APIRouter(tags=["organizations"])
+    see = Depends(auth.require(Action.SEE_JOBS))
+
+    def org_id() -> str:
+        return ser.system_id("organization", ctx.ws_id)
+
+    def organization() -> dict[str, Any]:
+        ws = ctx.store.get_workspace(ctx.ws_id)
+        assert ws is not None
+        return {
+            "id": org_id(),
+            "name": "headwater",
+            "description": "this Headwater server",
+            "dataplane_id": "headwater",
+            "created_at": ws["created_at"],
+            "updated_at": ws["updated_at"],
+        }
+
+    def check_org(org: str) -> None:
+        if org != org_id():
+            raise ApiError(404, f"no organization {org!r} on this server", "organization_not_found")
+
+    def membership(p: Principal) -> dict[str, Any]:
+        return {
+            "email": f"{p.name}@headwater.local",
+            "user_id": ser.system_id("key", p.key_id),
+            "organization_membership_id": ser.system_id("membership", p.key_id),
+        }
+
+    def workspace() -> dict[str, Any]:
+        ws = ctx.store.get_workspace(ctx.ws_id)
+        assert ws is not None
+        return ser.workspace(ws, ctx.base_url(), ctx.manifest_status())
+
+    @r.get("/api/v1/me")
+    def me(_p: Principal = see) -> Any:
+        raise ApiError(403, "an API key is a service account, not a user", "not_authorized")
+
+    @r.get("/api/v1/organizations")
+    def list_organizations(
+        limit: int = Query(100, ge=0, le=1000), offset: int = Query(0, ge=0), _p: Principal = see
+    ) -> Any:
+        items = [organization()][offset : offset + limit]
+        return ser.page(items, 1, limit, offset)
+
+    @r.get("/api/v1/organizations/{org}")
+    def get_organization(org: str, _p: Principal = see) -> Any:
+        check_org(org)
+        return organization()
+
+    @r.get("/api/v1/organizations/{org}/me")
+    def organization_me(org: str, p: Principal = see) -> Any:
+        check_org(org)
+        role = "owner" if p.scope.value == "admin" else "member"
+        ws_role = {"admin": "owner", "trigger": "developer", "read": "viewer"}[p.scope.value]
+        return {
+            **membership(p),
+            "organization": organization(),
+            "role": role,
+            "workspace_memberships": [{"role": ws_role, "workspace": workspace()}],
+        }
+
+    @r.get("/api/v1/organizations/{org}/workspaces")
+    def list_workspaces(
+        org: str,
+        limit: int = Query(100, ge=0, le=1000),
+        offset: int = Query(0, ge=0),
+        _p: Principal = see,
+    ) -> Any:
+        check_org(org)
+        ws = {**workspace(), "member_count": 1, "owner_members": []}
+        return ser.page([ws][offset : offset + limit], 1, limit, offset)
+
+    @r.get("/api/v1/workspaces/{ws}/me")
+    def workspace_me(ws: str, p: Principal = see) -> Any:
+        ctx.check_ws(ws)
+        ws_role = {"admin": "owner", "trigger": "developer", "read": "viewer"}[p.scope.value]
+        return {
+            **membership(p),
+            "organization": organization(),
+            "organization_role": "owner" if p.scope.value == "admin" else "member",
+            "workspace": workspace(),
+            "workspace_role": ws_role,
+        }
+
+    @r.get("/api/v1/dataplanes")
+    def dataplanes(_p: Principal = see) -> Any:
+        return {
+            "items": [
+                {
+                    "id": "headwater",
+                    "name": "headwater",
+                    "region": "local",
+                    "description": "this server",
+                }
+            ]
+        }
+
+    return r
