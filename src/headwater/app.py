@@ -123,6 +123,7 @@ class Runtime:
                 packages=self.packages,
                 accept_package=self.accept_package,
                 deploy=self.deploy_remote,
+                webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
             )
         )
 

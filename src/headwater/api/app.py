@@ -25,6 +25,7 @@ from headwater.api.routes import (
     logs,
     organizations,
     runs,
+    webhooks,
     workspace,
 )
 
@@ -60,6 +61,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """No key needed: is the server up, and which workspace does it serve."""
         return {"status": "ok", "workspace_id": ctx.ws_id}
 
-    for module in (workspace, jobs, runs, logs, keys, legacy, deployments, organizations):
+    for module in (workspace, jobs, runs, logs, keys, legacy, deployments, organizations, webhooks):
         app.include_router(module.router(ctx, auth))
     return app

@@ -26,6 +26,8 @@ class ApiContext:
     """Unpack an uploaded package (row, bytes)."""
     deploy: Callable[[dict[str, Any], bool], dict[str, Any]]
     """Validate and reconcile a posted manifest (`-deploy` body, dry run)."""
+    webhook_secret: Callable[[], str | None] = lambda: None
+    """The secret webhook senders sign bodies with (HMAC-SHA256), if one is set."""
 
     def check_ws(self, ws: str) -> None:
         if ws != self.ws_id:
