@@ -17,6 +17,7 @@ from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.packages import PackageStore
 from headwater.store.store import DeployedJob, Store
+from headwater.ui import pages
 from headwater.worker.worker import Worker, recover_lost_runs
 from headwater.workspace.launch import job_specs
 from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
@@ -113,18 +114,23 @@ class Runtime:
         return f"http://{host}:{self.port}"
 
     def api(self) -> Any:
-        return create_app(
-            ApiContext(
-                store=self.store,
-                ws_id=self.ws_id,
-                base_url=lambda: self.url,
-                reload_manifest=self.reload_manifest,
-                manifest_status=self.manifest.as_dict,
-                packages=self.packages,
-                accept_package=self.accept_package,
-                deploy=self.deploy_remote,
-                webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
-            )
+        ctx = self._api_context()
+        app = create_app(ctx)
+        # the pages sit on the API's context and keys
+        app.include_router(pages.router(ctx, app.state.auth))
+        return app
+
+    def _api_context(self) -> ApiContext:
+        return ApiContext(
+            store=self.store,
+            ws_id=self.ws_id,
+            base_url=lambda: self.url,
+            reload_manifest=self.reload_manifest,
+            manifest_status=self.manifest.as_dict,
+            packages=self.packages,
+            accept_package=self.accept_package,
+            deploy=self.deploy_remote,
+            webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
         )
 
     def start(self) -> None:

@@ -76,7 +76,11 @@ class Authenticator:
             raise ApiError(
                 401, "malformed Authorization header: use `Bearer <key>`", "not_authenticated"
             )
-        row = self._lookup(secret.strip())
+        return self.check_secret(secret.strip())
+
+    def check_secret(self, secret: str) -> Principal:
+        """The principal of a key or token, or a 401 saying why it is refused."""
+        row = self._lookup(secret)
         if row is None or row["workspace_id"] != self.ws_id:
             raise ApiError(401, "unknown API key", "invalid_api_key")
         now = datetime.now(UTC)

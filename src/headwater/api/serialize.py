@@ -21,6 +21,15 @@ def system_id(*parts: str) -> str:
     return str(uuid.uuid5(SYSTEM_NS, "/".join(parts)))
 
 
+def job_page(base_url: str, ws_id: str, job_id: str) -> str:
+    """The job's page; the path is the one the `dlthub` CLI builds for its links."""
+    return f"{base_url}/w/{ws_id}/jobs/{job_id}"
+
+
+def run_page(base_url: str, ws_id: str, run_id: str) -> str:
+    return f"{base_url}/w/{ws_id}/runs/{run_id}"
+
+
 def duration(run: dict[str, Any]) -> float | None:
     start: datetime | None = run.get("started_at")
     end: datetime | None = run.get("finished_at")
@@ -62,7 +71,7 @@ def job(j: dict[str, Any], base_url: str) -> dict[str, Any]:
         "job_definition": d,
         "job_definition_engine_version": d.get("engine_version", 2),
         "job_definition_hash": j["definition_hash"],
-        "job_url": f"{base_url}/ui/jobs/{j['id']}",
+        "job_url": job_page(base_url, j["workspace_id"], j["id"]),
         "public_url": None,
         "profile": job_profile(d),
         "version": j["version"],
@@ -124,6 +133,8 @@ def run(r: dict[str, Any], base_url: str, job_ref: str | None = None) -> dict[st
         "finished_at": r["finished_at"],
         "duration_seconds": duration(r),
         "logs_url": f"{base_url}/logs/v1/workspaces/{ws}/job-runs/{r['id']}/logs",
+        "run_url": run_page(base_url, ws, r["id"]),
+        "job_url": job_page(base_url, ws, r["job_id"]),
         "triggered_by": r["triggered_by"],
         "interval_start": r["interval_start"],
         "interval_end": r["interval_end"],
