@@ -121,9 +121,10 @@ class JobVersion(Base):
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        UniqueConstraint("job_id", "number"),
+        # named by hand: the convention (column_0_name) would call both `uq_runs_job_id`
+        UniqueConstraint("job_id", "number", name="uq_runs_job_id_number"),
         # a schedule tick, an event or an idempotent request becomes at most one run
-        UniqueConstraint("job_id", "dedupe_key"),
+        UniqueConstraint("job_id", "dedupe_key", name="uq_runs_job_id_dedupe_key"),
         Index("ix_runs_status_created", "status", "created_at"),
         Index("ix_runs_workspace_created", "workspace_id", "created_at"),
     )

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from headwater.core import policy
 from headwater.core.states import ACTIVE, LIVE, TERMINAL, RunStatus, sources_of
@@ -49,6 +50,15 @@ K = ApiKey.__table__
 IR = IdempotentRequest.__table__
 KEY_PREFIX = "dlt_sa_"
 """The `dlthub` CLI accepts only `dlt_u_` and `dlt_sa_` keys; Headwater's are service keys."""
+
+
+CLAIM_LOCK = 0x6877_636C_61696D
+"""PostgreSQL advisory lock key ("hwclaim") that serializes `claim_next`."""
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    """The dialect's INSERT, which knows `ON CONFLICT` (SQLite and PostgreSQL both do)."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 def utcnow() -> datetime:
@@ -632,6 +642,10 @@ class Store:
         """
         now = now or utcnow()
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # one claimer at a time, as BEGIN IMMEDIATE gives on SQLite: the pipeline
+                # check below must see every claim committed before it
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
             candidates = conn.execute(
                 select(R)
                 .where(R.c.status == RunStatus.PENDING.value)
@@ -773,9 +787,12 @@ class Store:
 
     def set_cursor(self, name: str, position: int) -> None:
         with self.engine.begin() as conn:
-            done = conn.execute(update(C).where(C.c.name == name).values(position=position))
-            if done.rowcount == 0:
-                conn.execute(insert(C).values(name=name, position=position))
+            stmt = _insert(conn, C).values(name=name, position=position)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[C.c.name], set_={"position": stmt.excluded.position}
+                )
+            )
 
     def schedule_cursors(self) -> dict[tuple[str, str], datetime]:
         with self.reader.connect() as conn:
@@ -784,27 +801,14 @@ class Store:
     def advance_schedule(self, job_id: str, trigger: str, tick: datetime) -> None:
         """Record that `tick` was handled; never moves a cursor backwards."""
         with self.engine.begin() as conn:
-            done = conn.execute(
-                update(SC)
-                .where(
-                    SC.c.job_id == job_id,
-                    SC.c.trigger == trigger,
-                    or_(SC.c.last_tick < tick),
+            stmt = _insert(conn, SC).values(job_id=job_id, trigger=trigger, last_tick=tick)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[SC.c.job_id, SC.c.trigger],
+                    set_={"last_tick": stmt.excluded.last_tick},
+                    where=SC.c.last_tick < stmt.excluded.last_tick,
                 )
-                .values(last_tick=tick)
             )
-            if done.rowcount == 0:
-                exists = conn.execute(
-                    select(SC.c.job_id).where(and_(SC.c.job_id == job_id, SC.c.trigger == trigger))
-                ).first()
-                if exists is None:
-                    try:
-                        with conn.begin_nested():
-                            conn.execute(
-                                insert(SC).values(job_id=job_id, trigger=trigger, last_tick=tick)
-                            )
-                    except IntegrityError:
-                        pass
 
     def drop_schedule(self, job_id: str, keep: Iterable[str]) -> None:
         with self.engine.begin() as conn:

@@ -139,8 +139,8 @@ def upgrade() -> None:
             ["workspace_id"], ["workspaces.id"], name=op.f("fk_runs_workspace_id_workspaces")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
-        sa.UniqueConstraint("job_id", "dedupe_key", name=op.f("uq_runs_job_id")),
-        sa.UniqueConstraint("job_id", "number", name=op.f("uq_runs_job_id")),
+        sa.UniqueConstraint("job_id", "dedupe_key", name=op.f("uq_runs_job_id_dedupe_key")),
+        sa.UniqueConstraint("job_id", "number", name=op.f("uq_runs_job_id_number")),
     )
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.create_index("ix_runs_status_created", ["status", "created_at"], unique=False)
