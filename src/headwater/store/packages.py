@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
 
+from headwater.store.db import write
 from headwater.store.models import Package
 from headwater.store.store import _row, key_hash, new_id, utcnow
 
@@ -39,7 +40,7 @@ class PackageStore:
             created_at=now,
             updated_at=now,
         )
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(insert(P).values(**row))
         return row, token
 
@@ -59,7 +60,7 @@ class PackageStore:
         profiles: list[str] | None = None,
     ) -> dict[str, Any] | None:
         """Number an issued package once its bytes are stored; the token works once."""
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             row = conn.execute(
                 select(P).where(
                     P.c.id == package_id,

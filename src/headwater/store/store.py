@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from headwater.core import policy
 from headwater.core.states import ACTIVE, LIVE, TERMINAL, RunStatus, sources_of
 from headwater.store import notify
+from headwater.store.db import write
 from headwater.store.models import (
     ApiKey,
     Cursor,
@@ -140,7 +141,7 @@ class Store:
 
     def ensure_workspace(self, path: str, name: str) -> dict[str, Any]:
         """The store's workspace; created with a new stable id on first start."""
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             row = conn.execute(select(W).limit(1)).first()
             now = utcnow()
             if row is None:
@@ -192,7 +193,7 @@ class Store:
         """
         now = utcnow()
         outcomes: list[DeployedJob] = []
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             latest = conn.execute(
                 select(MV.c.version, MV.c.hash, MV.c.code_package_id, MV.c.config_package_id)
                 .where(MV.c.workspace_id == ws_id)
@@ -395,7 +396,7 @@ class Store:
 
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any] | None:
         now = utcnow()
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             job = _row(conn.execute(select(J).where(J.c.id == job_id)).first())
             if job is None:
                 return None
@@ -420,7 +421,7 @@ class Store:
     def set_next_run(self, updates: dict[str, datetime | None]) -> None:
         if not updates:
             return
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             for job_id, at in updates.items():
                 conn.execute(update(J).where(J.c.id == job_id).values(next_run_at=at))
 
@@ -435,7 +436,7 @@ class Store:
         so concurrent triggers of one job see each other's runs.
         """
         now = now or utcnow()
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             job = conn.execute(select(J).where(J.c.id == req.job_id).with_for_update()).first()
             if job is None:
                 raise KeyError(req.job_id)
@@ -447,11 +448,13 @@ class Store:
                     return TriggerResult(
                         policy.Decision(policy.TriggerStatus.TRIGGERED), _row(prior), existing=True
                     )
-            active = conn.execute(
-                select(func.count())
-                .select_from(R)
-                .where(R.c.job_id == req.job_id, R.c.status.in_([s.value for s in ACTIVE]))
-            ).scalar_one()
+            active = 0
+            if req.concurrency is not None:  # an unlimited job needs no count
+                active = conn.execute(
+                    select(func.count())
+                    .select_from(R)
+                    .where(R.c.job_id == req.job_id, R.c.status.in_([s.value for s in ACTIVE]))
+                ).scalar_one()
             decision = policy.decide(
                 policy.JobFacts(
                     concurrency=req.concurrency,
@@ -580,7 +583,7 @@ class Store:
             values.setdefault("finished_at", now)
         if target is RunStatus.STARTING:
             values.setdefault("started_at", now)
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             result = conn.execute(
                 update(R)
                 .where(R.c.id == run_id, R.c.status.in_([s.value for s in sources_of(target)]))
@@ -607,7 +610,7 @@ class Store:
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set bookkeeping fields (pid, reason) that do not change the state."""
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(update(R).where(R.c.id == run_id).values(**fields))
 
     def request_cancel(
@@ -641,7 +644,7 @@ class Store:
         `reason` says so.
         """
         now = now or utcnow()
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             if conn.dialect.name == "postgresql":
                 # one claimer at a time, as BEGIN IMMEDIATE gives on SQLite: the pipeline
                 # check below must see every claim committed before it
@@ -727,7 +730,7 @@ class Store:
         ]
         if not rows:
             return
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(insert(L), rows)
         self.notifier.notify(notify.LOGS)
 
@@ -786,7 +789,7 @@ class Store:
             return conn.execute(select(C.c.position).where(C.c.name == name)).scalar()
 
     def set_cursor(self, name: str, position: int) -> None:
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             stmt = _insert(conn, C).values(name=name, position=position)
             conn.execute(
                 stmt.on_conflict_do_update(
@@ -800,7 +803,7 @@ class Store:
 
     def advance_schedule(self, job_id: str, trigger: str, tick: datetime) -> None:
         """Record that `tick` was handled; never moves a cursor backwards."""
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             stmt = _insert(conn, SC).values(job_id=job_id, trigger=trigger, last_tick=tick)
             conn.execute(
                 stmt.on_conflict_do_update(
@@ -811,7 +814,7 @@ class Store:
             )
 
     def drop_schedule(self, job_id: str, keep: Iterable[str]) -> None:
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(delete(SC).where(SC.c.job_id == job_id, SC.c.trigger.not_in(list(keep))))
 
     # -- API keys ---------------------------------------------------------------------------------
@@ -842,7 +845,7 @@ class Store:
             revoked_at=None,
             last_used_at=None,
         )
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(insert(K).values(**row))
         return row, secret
 
@@ -866,7 +869,7 @@ class Store:
     def revoke_key(self, ws_id: str, id_or_name: str) -> list[dict[str, Any]]:
         """Revoke a key by id, prefix or name; its data-plane tokens die with it."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             rows = conn.execute(
                 select(K).where(
                     K.c.workspace_id == ws_id,
@@ -885,7 +888,7 @@ class Store:
         return [{**dict(r._mapping), "revoked_at": now} for r in rows]
 
     def touch_key(self, key_id: str, now: datetime) -> None:
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(update(K).where(K.c.id == key_id).values(last_used_at=now))
 
     # -- idempotent requests -------------------------------------------------------------------
@@ -898,7 +901,7 @@ class Store:
         Records older than `since` are forgotten first, so a key may be used again
         after its window.
         """
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(delete(IR).where(IR.c.created_at < since))
             prior = conn.execute(
                 select(IR).where(IR.c.principal_id == principal_id, IR.c.key == key)
@@ -928,7 +931,7 @@ class Store:
     def finish_idempotency(
         self, principal_id: str, key: str, status_code: int, response: Any
     ) -> None:
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(
                 update(IR)
                 .where(IR.c.principal_id == principal_id, IR.c.key == key)
@@ -937,7 +940,7 @@ class Store:
 
     def release_idempotency(self, principal_id: str, key: str) -> None:
         """Forget a reservation whose request failed, so it may be sent again."""
-        with self.engine.begin() as conn:
+        with write(self.engine) as conn:
             conn.execute(
                 delete(IR).where(
                     IR.c.principal_id == principal_id, IR.c.key == key, IR.c.status_code.is_(None)

@@ -1,0 +1,163 @@
+"""Authenticated trigger throughput and latency, and `dlthub job trigger` wall time.
+
+Starts `headwater up` on a copy of bench/workspace (loopback only), makes a
+trigger-scoped key, then:
+  a) wrk, 50 connections, POST /jobs/-trigger for the no-op job, each request
+     creating a real run: requests/s and latency percentiles; then waits (bounded)
+     until every run created has ended and reports how long the worker took;
+  b) `dlthub job trigger noop`, the official CLI, N times: wall time per call.
+Needs `wrk` (Debian package) on PATH. Writes bench/api_results.json.
+
+    python bench/api_bench.py [--duration 5] [--connections 50] [--cli-calls 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+LUA = """
+wrk.method = "POST"
+wrk.body = '{"job_ids": ["%s"]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def headwater(*args: str, cwd: Path) -> str:
+    exe = Path(sys.executable).parent / "headwater"
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--cli-calls", type=int, default=5)
+    ap.add_argument("--out", default=str(HERE / "api_results.json"))
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="hw-apibench-"))
+    ws = tmp / "ws"
+    shutil.copytree(HERE / "workspace", ws)
+    (ws / ".dlt").mkdir(exist_ok=True)
+    (ws / ".dlt" / ".workspace").touch()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp / "server.log", "wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "headwater"), "up", str(ws), "--port", str(port),
+         "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    results: dict[str, object] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                ws_id = httpx.get(f"{url}/health").json()["workspace_id"]
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        admin = (ws / ".headwater" / "admin.key").read_text().strip()
+        key = headwater("key", "create", "--name", "bench", "--scope", "trigger", cwd=ws).strip()
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        jobs = http.get(f"/api/v1/workspaces/{ws_id}/jobs", params={"limit": 1000}).json()["items"]
+        noop = next(j["id"] for j in jobs if j["job_ref"].endswith(".noop"))
+        time.sleep(3)  # let the warm launcher come up
+
+        before = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()["total"]
+        script = tmp / "trigger.lua"
+        script.write_text(LUA % (noop, key))
+        wrk = subprocess.run(
+            ["wrk", "-t2", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s",
+             str(script), f"{url}/api/v1/workspaces/{ws_id}/jobs/-trigger"],
+            capture_output=True, text=True, timeout=args.duration + 60,
+        )
+        print(wrk.stdout)
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk.stdout).group(1))
+        pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", wrk.stdout, re.M))
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk.stdout)
+        requests = int(re.search(r"(\d+) requests in", wrk.stdout).group(1))
+        t0 = time.monotonic()
+        created = 0
+        while time.monotonic() - t0 < 600:
+            page = http.get(
+                f"/api/v1/workspaces/{ws_id}/job-runs",
+                params=[("limit", 1), ("status", "pending"), ("status", "starting"),
+                        ("status", "running")],
+            ).json()
+            total = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()["total"]
+            created = total - before
+            if page["total"] == 0:
+                break
+            time.sleep(0.5)
+        drain = time.monotonic() - t0
+        failed = http.get(
+            f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1, "status": "failed"}
+        ).json()["total"]
+        results["wrk"] = {
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "requests": requests,
+            "requests_per_s": rps,
+            "latency_percentiles": pct,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "runs_created": created,
+            "runs_failed": failed,
+            "drain_after_load_s": round(drain, 1),
+        }
+
+        env = {**os.environ, "RUNTIME__API_BASE_URL": url, "RUNTIME__API_KEY": key,
+               "RUNTIME__WORKSPACE_ID": ws_id, "RUNTIME__DLTHUB_TELEMETRY": "false"}
+        dlthub = str(Path(sys.executable).parent / "dlthub")
+        walls = []
+        for _ in range(args.cli_calls):
+            start = time.perf_counter()
+            proc = subprocess.run([dlthub, "job", "trigger", "noop"], cwd=ws, env=env,
+                                  capture_output=True, text=True, timeout=120)
+            walls.append(round(time.perf_counter() - start, 3))
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        results["dlthub_job_trigger_wall_s"] = walls
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import dlt_runtime._runtime_command"], check=True)
+        results["dlthub_cli_import_s"] = round(time.perf_counter() - start, 3)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["machine"] = {"nproc": os.cpu_count(), "python": sys.version.split()[0]}
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
