@@ -69,9 +69,18 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     log = open(tmp / "server.log", "wb")
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "headwater"), "up", str(ws), "--port", str(port),
-         "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).parent / "headwater"),
+            "up",
+            str(ws),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     results: dict[str, object] = {}
     try:
@@ -89,13 +98,25 @@ def main() -> int:
         noop = next(j["id"] for j in jobs if j["job_ref"].endswith(".noop"))
         time.sleep(3)  # let the warm launcher come up
 
-        before = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()["total"]
+        before = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()[
+            "total"
+        ]
         script = tmp / "trigger.lua"
         script.write_text(LUA % (noop, key))
         wrk = subprocess.run(
-            ["wrk", "-t2", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s",
-             str(script), f"{url}/api/v1/workspaces/{ws_id}/jobs/-trigger"],
-            capture_output=True, text=True, timeout=args.duration + 60,
+            [
+                "wrk",
+                "-t2",
+                f"-c{args.connections}",
+                f"-d{args.duration}s",
+                "--latency",
+                "-s",
+                str(script),
+                f"{url}/api/v1/workspaces/{ws_id}/jobs/-trigger",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=args.duration + 60,
         )
         print(wrk.stdout)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk.stdout).group(1))
@@ -107,10 +128,16 @@ def main() -> int:
         while time.monotonic() - t0 < 600:
             page = http.get(
                 f"/api/v1/workspaces/{ws_id}/job-runs",
-                params=[("limit", 1), ("status", "pending"), ("status", "starting"),
-                        ("status", "running")],
+                params=[
+                    ("limit", 1),
+                    ("status", "pending"),
+                    ("status", "starting"),
+                    ("status", "running"),
+                ],
             ).json()
-            total = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()["total"]
+            total = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()[
+                "total"
+            ]
             created = total - before
             if page["total"] == 0:
                 break
@@ -131,14 +158,25 @@ def main() -> int:
             "drain_after_load_s": round(drain, 1),
         }
 
-        env = {**os.environ, "RUNTIME__API_BASE_URL": url, "RUNTIME__API_KEY": key,
-               "RUNTIME__WORKSPACE_ID": ws_id, "RUNTIME__DLTHUB_TELEMETRY": "false"}
+        env = {
+            **os.environ,
+            "RUNTIME__API_BASE_URL": url,
+            "RUNTIME__API_KEY": key,
+            "RUNTIME__WORKSPACE_ID": ws_id,
+            "RUNTIME__DLTHUB_TELEMETRY": "false",
+        }
         dlthub = str(Path(sys.executable).parent / "dlthub")
         walls = []
         for _ in range(args.cli_calls):
             start = time.perf_counter()
-            proc = subprocess.run([dlthub, "job", "trigger", "noop"], cwd=ws, env=env,
-                                  capture_output=True, text=True, timeout=120)
+            proc = subprocess.run(
+                [dlthub, "job", "trigger", "noop"],
+                cwd=ws,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             walls.append(round(time.perf_counter() - start, 3))
             assert proc.returncode == 0, proc.stdout + proc.stderr
         results["dlthub_job_trigger_wall_s"] = walls

@@ -41,7 +41,9 @@ def store(tmp_path: Path) -> Store:
 
 def deploy(store: Store, ws_id: str, *defs: dict) -> dict[str, dict]:
     specs = [
-        JobSpec(d["job_ref"], "batch", d, d["job_ref"] + str(d["triggers"]), d["triggers"], None, None)
+        JobSpec(
+            d["job_ref"], "batch", d, d["job_ref"] + str(d["triggers"]), d["triggers"], None, None
+        )
         for d in defs
     ]
     store.deploy(ws_id, {"jobs": list(defs)}, "h" + str(len(defs)), [], specs, "m")
