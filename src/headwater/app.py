@@ -75,7 +75,7 @@ class Runtime:
         self.home.mkdir(exist_ok=True)
         self.host, self.port = host, port
         engine = make_engine(db_url or sqlite_url(self.home / "headwater.db"))
-        upgrade(engine)
+        upgrade(engine, isolated=True)
         self.store = Store(engine)
         self.packages = PackageStore(engine)
         ws = self.store.ensure_workspace(str(self.workspace), self.workspace.name)

@@ -546,6 +546,8 @@ def snowflake_sql_cmd(
         workspace_id = client.ws
         try:
             jobs = [j for j in client.jobs() if j.get("job_type") == "batch"]
+            # the example names a job people start by hand: one without triggers, if any
+            jobs.sort(key=lambda j: bool(j["job_definition"].get("triggers")))
             names = [j["job_ref"].rsplit(".", 1)[-1] for j in jobs]
             example = next((n for n in names if n == "load"), names[0] if names else example)
         except (ClientError, KeyError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 CURSOR = "events.dispatcher"
 
 CHAIN_TRIGGERS = {"run.completed": "job.success", "run.failed": "job.fail"}
+CURSOR_SAVE_S = 5.0
+"""How often the position is saved when only events nobody listens to went by.
+
+Re-reading those after a crash is harmless; saving after each would be a write per run.
+"""
 
 
 class Dispatcher:
@@ -33,6 +39,16 @@ class Dispatcher:
         self.clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._position: int | None = None
+        self._saved_at = 0.0
+        self._jobs: tuple[int, list[dict[str, Any]]] | None = None
+
+    def _active_jobs(self, fresh: bool = False) -> list[dict[str, Any]]:
+        """Jobs, re-read only after a deploy, pause or resume (the JOBS topic moved)."""
+        version = self.store.notifier.version(notify.JOBS)
+        if fresh or self._jobs is None or self._jobs[0] != version:
+            self._jobs = (version, self.store.active_jobs(self.ws_id))
+        return self._jobs[1]
 
     def start(self) -> None:
         if self.store.get_cursor(CURSOR) is None:
@@ -46,23 +62,33 @@ class Dispatcher:
         self.store.notifier.notify(notify.EVENTS)
         if self._thread is not None:
             self._thread.join(5)
+        if self._position is not None:
+            self.store.set_cursor(CURSOR, self._position)
 
     def run_once(self) -> int:
         """Handle the events after the cursor; answers how many were read."""
-        position = self.store.get_cursor(CURSOR) or 0
-        events = self.store.events_after(position)
+        if self._position is None:
+            self._position = self.store.get_cursor(CURSOR) or 0
+        events = self.store.events_after(self._position)
         if not events:
             return 0
-        jobs: list[dict[str, Any]] | None = None
+        fired = False
         for event in events:
             kind = event["kind"]
             if kind in CHAIN_TRIGGERS or kind == "deployment.loaded":
-                jobs = jobs if jobs is not None else self.store.active_jobs(self.ws_id)
-                self._handle(event, jobs)
-        self.store.set_cursor(CURSOR, events[-1]["id"])
+                # a deployment event may race its own JOBS wake-up: read the jobs anew
+                jobs = self._active_jobs(fresh=kind == "deployment.loaded")
+                fired = self._handle(event, jobs) or fired
+        self._position = events[-1]["id"]
+        now = time.monotonic()
+        if fired or now - self._saved_at > CURSOR_SAVE_S:
+            # runs fired above carry `event:<id>` keys, so a replay after a crash is harmless
+            self.store.set_cursor(CURSOR, self._position)
+            self._saved_at = now
         return len(events)
 
-    def _handle(self, event: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
+    def _handle(self, event: dict[str, Any], jobs: list[dict[str, Any]]) -> bool:
+        """Fire the jobs an event triggers; answers whether any was fired."""
         now = self.clock()
         if event["kind"] == "deployment.loaded":
             wanted = "deployment:"
@@ -72,12 +98,14 @@ class Dispatcher:
             if upstream is None:
                 upstream = self.store.get_job(event["job_id"])
             if upstream is None:
-                return
+                return False
             wanted = f"{CHAIN_TRIGGERS[event['kind']]}:{upstream['job_ref']}"
             previous = event["run_id"]
+        fired = False
         for job in jobs:
             # dlt resolved chain selectors to concrete refs: events match by exact string
             if any(str(t) == wanted for t in job["definition"].get("triggers", [])):
+                fired = True
                 result = fire(
                     self.store,
                     job,
@@ -87,6 +115,7 @@ class Dispatcher:
                     dedupe_key=f"event:{event['id']}",
                 )
                 log.info("%s fired %s: %s", job["job_ref"], wanted, result.decision.status.value)
+        return fired
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -9,9 +11,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
@@ -34,8 +35,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=20,
-            max_overflow=20,
+            # a few kept connections (each holds its own page cache); bursts open more
+            pool_size=4,
+            max_overflow=28,
         )
 
         @event.listens_for(engine, "connect")
@@ -75,10 +77,48 @@ def write(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (creates it on an empty database)."""
+def head_revision() -> str:
+    """The newest migration's id: files are named `<id>_<slug>.py` with ids in order."""
+    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:
+        return None
+
+
+def upgrade(engine: Engine, isolated: bool = False) -> None:
+    """Bring the schema to the newest revision (creates it on an empty database).
+
+    Nothing is imported when the schema is current; with `isolated` Alembic runs
+    in a child process, so it never takes up the memory of a long-running server.
+    """
+    if current_revision(engine) == head_revision():
+        return
+    if not isolated:
+        upgrade_in_process(engine)
+        return
+    url = engine.url.render_as_string(hide_password=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "headwater.store.db", url], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"database migration failed:\n{proc.stderr.strip()[-4000:]}")
+
+
+def upgrade_in_process(engine: Engine) -> None:
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+if __name__ == "__main__":
+    upgrade_in_process(make_engine(sys.argv[1]))

@@ -27,6 +27,22 @@ MAX_MESSAGE = 4 * 1024 * 1024
 NOOP_JOB = "headwater.worker.noop"
 
 
+JOB_LAUNCHER = "dlt._workspace.deployment.launchers.job"
+
+
+def _run_job_launcher(argv: list[str]) -> None:
+    """What `python -m dlt._workspace.deployment.launchers.job` does, without re-running
+    the module: about 2 ms less per forked run."""
+    from functools import partial
+
+    from dlt._workspace.deployment.launchers import job
+
+    args = job.parse_launcher_args(argv)
+    job.run_and_print_result(
+        partial(job.run, entry_point=args.entry_point, run_id=args.run_id, trigger=args.trigger)
+    )
+
+
 def run_launcher(launcher: str, argv: list[str]) -> int:
     """Run a dlt launcher module as `python -m <launcher> argv...` would; answers the exit code."""
     import runpy
@@ -34,10 +50,13 @@ def run_launcher(launcher: str, argv: list[str]) -> int:
 
     sys.argv = [launcher, *argv]
     try:
-        with warnings.catch_warnings():
-            # the warm launcher imported the launcher module already; running it again is the point
-            warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
-            runpy.run_module(launcher, run_name="__main__", alter_sys=True)
+        if launcher == JOB_LAUNCHER:
+            _run_job_launcher(argv)
+        else:
+            with warnings.catch_warnings():
+                # the warm launcher imported the launcher module; running it again is the point
+                warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
+                runpy.run_module(launcher, run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as ex:
         if ex.code is None:
@@ -88,7 +107,7 @@ def _warm(workspace: str) -> bool:
             "refresh": False,
         }
         run_launcher(
-            "dlt._workspace.deployment.launchers.job",
+            JOB_LAUNCHER,
             ["--run-id", "warmup", "--trigger", "manual:", "--entry-point", json.dumps(entry)],
         )
     finally:

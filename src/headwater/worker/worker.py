@@ -223,7 +223,8 @@ class Worker:
         code_dir = self.code_dir()
         env = run_environment(self.base_env, code_dir, run, self.ws_id, self.data_dir)
         starter = self._pick_starter()
-        self._line_nums[run["id"]] = self.store.next_line_num(run["id"])
+        # a run just claimed from `pending` has written no log line yet
+        self._line_nums[run["id"]] = 0
         how = "forked from the warm launcher" if starter.mode == "fork" else "in a new interpreter"
         self._runner_line(
             run["id"],

@@ -1,0 +1,1 @@
+"""Glue that lets other systems (warehouses, databases) call a Headwater server."""
