@@ -35,9 +35,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            # a few kept connections (each holds its own page cache); bursts open more
-            pool_size=4,
-            max_overflow=28,
+            # connections are kept: opening one (and its PRAGMAs) cost more than a trigger;
+            # each holds a small page cache
+            pool_size=24,
+            max_overflow=40,
         )
 
         @event.listens_for(engine, "connect")
@@ -49,6 +50,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA cache_size=-1024")
             cur.close()
 
         _WRITE_LOCKS[engine] = threading.Lock()
