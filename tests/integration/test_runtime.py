@@ -178,6 +178,21 @@ def test_runs_get_a_workspace_local_data_directory(server: Server) -> None:
     assert f"data_dir={expected}" in server.user_output(run["id"])
 
 
+def test_profile_passes_through_to_the_launcher(server: Server) -> None:
+    run = server.wait_run(server.start_run("where", profile="prod")["id"])
+    assert run["profile"] == "prod"
+    assert "profile=prod" in server.user_output(run["id"])
+
+
+def test_pipeline_name_selector_fires_the_jobs_delivering_that_pipeline(server: Server) -> None:
+    result = server.post(
+        f"{server.w}/jobs/-trigger",
+        json={"selectors": ["pipeline_name:shared_pipe"], "dry_run": True},
+    )
+    refs = sorted(x["job_ref"] for x in result["succeeded"])
+    assert refs == ["jobs.__deployment__.pipe_a", "jobs.__deployment__.pipe_b"]
+
+
 def test_unknown_ids_answer_404_with_the_error_body(server: Server) -> None:
     resp = server.http.get(f"{server.w}/job-runs/00000000-0000-0000-0000-000000000000")
     assert resp.status_code == 404

@@ -82,6 +82,7 @@ def greet(greeting: str = dlt.config.value):
 @run.job
 def where():
     print(f"data_dir={os.environ.get('DLT_DATA_DIR')}")
+    print(f"profile={os.environ.get('WORKSPACE__PROFILE')}")
 
 
 __all__ = [
