@@ -1,0 +1,50 @@
+"""`headwater up --db-url postgresql://...`: the same runtime on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.integration.harness import HERE, Server, copy_workspace
+from tests.store.conftest import PG_URL, _admin_dsn, require_postgres
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    require_postgres()  # skips with a reason on a laptop, fails in CI
+    name = f"hw_it_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_runs_chains_and_restart_on_postgresql(tmp_path: Path, database: str) -> None:
+    ws = copy_workspace(HERE / "workspace", tmp_path / "ws")
+    srv = Server(ws, "--db-url", database).start()
+    try:
+        upstream = srv.wait_run(srv.start_run("ok")["id"])
+        assert upstream["status"] == "completed"
+        down = srv.wait_for(lambda: srv.runs("after_ok"), 20, "chained run on PostgreSQL")
+        assert srv.wait_run(down[0]["id"])["status"] == "completed"
+        assert "ok ran" in srv.user_output(upstream["id"])
+        assert not (ws / ".headwater" / "headwater.db").exists()
+    finally:
+        srv.stop()
+    # the same database after a restart: same workspace, history kept
+    ws_id = srv.ws_id
+    srv.new_port()
+    srv.start(wait_warm=False)
+    try:
+        assert srv.ws_id == ws_id
+        assert srv.run(upstream["id"])["status"] == "completed"
+    finally:
+        srv.stop()
