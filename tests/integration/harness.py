@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -70,6 +71,8 @@ class Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+        # a test that fails before its own cleanup must not leave a server behind
+        atexit.register(self._kill_quietly, self.proc)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -87,6 +90,11 @@ class Server:
         if wait_warm:
             self.wait_for(lambda: "warm launcher ready" in self.log(), 60, "warm launcher")
         return self
+
+    @staticmethod
+    def _kill_quietly(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.kill()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -35,6 +35,7 @@ from headwater.workspace.launch import launch_command, run_environment
 log = logging.getLogger(__name__)
 
 SUPERVISE_TICK_S = 0.05
+IDLE_TICK_S = 1.0
 PIPE_DRAIN_AFTER_EXIT_S = 2.0
 """How long a run's pipes may stay open after its process exited (a child holding them)."""
 MAX_LINE = 64 * 1024
@@ -292,7 +293,9 @@ class Worker:
         cancels_seen = -1
         while not self._stop.is_set() or self.active_count:
             try:
-                for key, _ in self._sel.select(timeout=SUPERVISE_TICK_S):
+                # idle, nothing has a deadline: sleep until a run starts (the wake pipe)
+                tick = SUPERVISE_TICK_S if self.active_count else IDLE_TICK_S
+                for key, _ in self._sel.select(timeout=tick):
                     if key.data is None:
                         try:
                             os.read(self._wake_r, 4096)
