@@ -17,9 +17,10 @@ from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.packages import PackageStore
 from headwater.store.store import DeployedJob, Store
+from headwater.store.vault import VariableStore, load_key
 from headwater.ui import pages
 from headwater.worker.worker import Worker, recover_lost_runs
-from headwater.workspace.launch import job_specs
+from headwater.workspace.launch import effective_profile, job_specs
 from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
 from headwater.workspace.packages import hash_dir_name as hash_dir
 from headwater.workspace.packages import read_package, runtime_dir, store_package
@@ -78,6 +79,7 @@ class Runtime:
         upgrade(engine, isolated=True)
         self.store = Store(engine)
         self.packages = PackageStore(engine)
+        self.variables = VariableStore(engine, load_key(self.home))
         ws = self.store.ensure_workspace(str(self.workspace), self.workspace.name)
         self.ws_id: str = ws["id"]
         self.manifest = ManifestState()
@@ -94,6 +96,7 @@ class Runtime:
             max_parallel=max_parallel,
             warm=warm,
             code_dir=lambda: self._code_dir,
+            extra_env=self._run_variables,
         )
         self._remote = False
         latest = self.store.latest_manifest(self.ws_id)
@@ -130,6 +133,7 @@ class Runtime:
             packages=self.packages,
             accept_package=self.accept_package,
             deploy=self.deploy_remote,
+            variables=self.variables,
             webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
         )
 
@@ -235,6 +239,12 @@ class Runtime:
                 "jobs": [{"job_ref": o.job["job_ref"], "outcome": o.outcome} for o in outcomes],
                 **self._summary(),
             }
+
+    def _run_variables(self, run: dict[str, Any]) -> dict[str, str]:
+        """The workspace's variables for a run, with its profile's over the workspace scope."""
+        version = self.store.get_job_version(run["job_version_id"])
+        job_def = version["definition"] if version else {}
+        return self.variables.resolve(self.ws_id, effective_profile(run, job_def))
 
     # -- remote deploy ----------------------------------------------------------------------------
 

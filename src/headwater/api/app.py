@@ -28,6 +28,7 @@ from headwater.api.routes import (
     runs,
     webhooks,
     workspace,
+    workspace_variables,
 )
 
 __all__ = ["ApiContext", "create_app"]
@@ -63,6 +64,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """No key needed: is the server up, and which workspace does it serve."""
         return {"status": "ok", "workspace_id": ctx.ws_id}
 
-    for module in (workspace, jobs, runs, logs, keys, legacy, deployments, organizations, webhooks):
+    routers = (workspace, jobs, runs, logs, keys, legacy, deployments, organizations, webhooks)
+    for module in (*routers, workspace_variables):
         app.include_router(module.router(ctx, auth))
     return app

@@ -10,6 +10,7 @@ from headwater.api import serialize as ser
 from headwater.api.responses import ApiError
 from headwater.store.packages import PackageStore
 from headwater.store.store import Store
+from headwater.store.vault import VariableStore
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ApiContext:
     """Unpack an uploaded package (row, bytes)."""
     deploy: Callable[[dict[str, Any], bool], dict[str, Any]]
     """Validate and reconcile a posted manifest (`-deploy` body, dry run)."""
+    variables: VariableStore
     webhook_secret: Callable[[], str | None] = lambda: None
     """The secret webhook senders sign bodies with (HMAC-SHA256), if one is set."""
 

@@ -74,6 +74,7 @@ class Worker:
         ws_id: str,
         *,
         code_dir: Callable[[], Path] | None = None,
+        extra_env: Callable[[dict[str, Any]], dict[str, str]] | None = None,
         max_parallel: int = 16,
         warm: bool = True,
         base_env: dict[str, str] | None = None,
@@ -83,6 +84,8 @@ class Worker:
         # where runs start: the workspace folder, or the newest uploaded package
         self.code_dir = code_dir or (lambda: workspace)
         self.data_dir = workspace / ".headwater" / "data"
+        # workspace variables for a run; Headwater's own settings are applied over them
+        self.extra_env = extra_env
         self.ws_id = ws_id
         self.max_parallel = max_parallel
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -222,7 +225,10 @@ class Worker:
             raise RuntimeError(f"{job['job_type']} jobs are not served by Headwater yet")
         launcher, argv = launch_command(run, job_def)
         code_dir = self.code_dir()
-        env = run_environment(self.base_env, code_dir, run, self.ws_id, self.data_dir)
+        base = dict(self.base_env)
+        if self.extra_env is not None:
+            base.update(self.extra_env(run))
+        env = run_environment(base, code_dir, run, self.ws_id, self.data_dir)
         starter = self._pick_starter()
         # a run just claimed from `pending` has written no log line yet
         self._line_nums[run["id"]] = 0

@@ -1,0 +1,75 @@
+"""Workspace variables on the data plane: `dlthub variable list|set|delete`.
+
+Secret values are write-only: the API answers them as `null`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict
+
+from headwater.api.auth import Authenticator, Principal
+from headwater.api.context import ApiContext
+from headwater.api.responses import ApiError
+from headwater.core.access import Action
+from headwater.store.vault import WORKSPACE_SCOPE, VariableError, check_name
+
+
+class Upsert(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    type: str = "plain"
+    value: str
+
+
+class UpdateVariablesRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    profile: str | None = None
+    upserts: list[Upsert] = []
+    deletes: list[str] = []
+
+
+def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
+    r = APIRouter(tags=["variables"])
+    path = "/api/v1/workspaces/{ws}/variables"
+
+    @r.get(path)
+    def list_variables(
+        ws: str,
+        scope_profile: str | None = None,
+        is_workspace_scope: bool = False,
+        _p: Principal = Depends(auth.require(Action.READ)),
+    ) -> Any:
+        ctx.check_ws(ws)
+        if scope_profile is not None and is_workspace_scope:
+            raise ApiError(
+                400, "give scope_profile or is_workspace_scope, not both", "invalid_request"
+            )
+        profile = WORKSPACE_SCOPE if is_workspace_scope else scope_profile
+        return {"scopes": ctx.variables.scopes(ws, profile)}
+
+    @r.patch(path)
+    def change_variables(
+        ws: str, body: UpdateVariablesRequest, p: Principal = Depends(auth.require(Action.ADMIN))
+    ) -> Any:
+        ctx.check_ws(ws)
+        profile = body.profile or WORKSPACE_SCOPE
+        try:
+            for item in body.upserts:
+                check_name(item.name)
+                if item.type not in ("plain", "secret"):
+                    raise VariableError(f"type must be plain or secret, not {item.type!r}")
+        except VariableError as ex:
+            raise ApiError(400, str(ex), "invalid_variable") from ex
+        results = []
+        for item in body.upserts:
+            ctx.variables.upsert(ws, profile, item.name, item.type, item.value, p.key_id)
+            results.append({"name": item.name, "status": "upserted"})
+        for name in body.deletes:
+            removed = ctx.variables.delete(ws, profile, name)
+            results.append({"name": name, "status": "removed" if removed else "not_found"})
+        return {"results": results}
+
+    return r
