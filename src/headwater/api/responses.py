@@ -6,11 +6,14 @@ from typing import Any
 
 import orjson
 from fastapi import HTTPException
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
 
 
-class JSONBody(Response):
-    """orjson with `Z` datetimes: the clients compare them with aware `now`."""
+class JSONBody(JSONResponse):
+    """orjson with `Z` datetimes: the clients compare them with aware `now`.
+
+    A JSONResponse subclass, so the OpenAPI document describes answers as JSON.
+    """
 
     media_type = "application/json"
 
@@ -35,3 +38,7 @@ def error_body(status: int, detail: str, code: str, extra: Any = None) -> JSONBo
     return JSONBody(
         {"code": code, "detail": detail, "extra": extra, "status_code": status}, status_code=status
     )
+
+
+MAX_INT = 2**31 - 1
+"""Bound of integer query parameters: larger numbers get a 400, never a database overflow."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
-from headwater.api.responses import ApiError
+from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action
 from headwater.store.packages import PackageStore
 from headwater.workspace.manifest import ManifestError
@@ -112,8 +112,8 @@ def _routes(
     def list_packages(
         ws: str,
         limit: int = Query(100, ge=0, le=MAX_PAGE),
-        offset: int = Query(0, ge=0),
-        version: int | None = None,
+        offset: int = Query(0, ge=0, le=MAX_INT),
+        version: int | None = Query(None, ge=0, le=MAX_INT),
         _p: Principal = Depends(auth.require(Action.SEE_JOBS)),
     ) -> Any:
         ctx.check_ws(ws)

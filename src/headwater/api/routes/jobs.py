@@ -12,7 +12,7 @@ from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent
-from headwater.api.responses import ApiError
+from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action
 from headwater.workspace import triggers
 from headwater.workspace.launch import fire
@@ -40,7 +40,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     def list_jobs(
         ws: str,
         limit: int = Query(100, ge=0, le=MAX_PAGE),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_INT),
         ref: str | None = None,
         is_archived: bool | None = None,
         _p: Principal = Depends(auth.require(Action.SEE_JOBS)),

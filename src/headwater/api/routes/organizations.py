@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
-from headwater.api.responses import ApiError
+from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action
 
 
@@ -58,7 +58,9 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     @r.get("/api/v1/organizations")
     def list_organizations(
-        limit: int = Query(100, ge=0, le=1000), offset: int = Query(0, ge=0), _p: Principal = see
+        limit: int = Query(100, ge=0, le=1000),
+        offset: int = Query(0, ge=0, le=MAX_INT),
+        _p: Principal = see,
     ) -> Any:
         items = [organization()][offset : offset + limit]
         return ser.page(items, 1, limit, offset)
@@ -84,7 +86,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     def list_workspaces(
         org: str,
         limit: int = Query(100, ge=0, le=1000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_INT),
         _p: Principal = see,
     ) -> Any:
         check_org(org)

@@ -12,7 +12,7 @@ from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent
-from headwater.api.responses import ApiError
+from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action, Scope
 from headwater.core.states import TERMINAL, RunStatus
 from headwater.workspace import triggers
@@ -45,9 +45,9 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     def list_runs(
         ws: str,
         limit: int = Query(100, ge=0, le=MAX_PAGE),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_INT),
         job_id: str | None = None,
-        number: int | None = None,
+        number: int | None = Query(None, ge=0, le=MAX_INT),
         status: list[RunStatus] = Query(default=[]),
         p: Principal = Depends(auth.require(Action.READ)),
     ) -> Any:
