@@ -206,6 +206,22 @@ def test_unknown_ids_answer_404_with_the_error_body(server: Server) -> None:
     assert bad.status_code == 400
 
 
+def test_bad_input_gets_a_4xx_with_a_clear_detail(server: Server) -> None:
+    post = server.http.post
+    huge = post(f"{server.w}/jobs/-trigger", content=b"x" * (2 * 1024 * 1024))
+    assert huge.status_code == 413 and huge.json()["code"] == "payload_too_large"
+    wrong_type = post(f"{server.w}/jobs/-trigger", json={"job_ids": "not-a-list"})
+    assert wrong_type.status_code == 400 and "job_ids" in wrong_type.json()["detail"]
+    other_ws = server.http.get("/api/v1/workspaces/00000000-0000-0000-0000-000000000000/jobs")
+    assert other_ws.status_code == 404 and other_ws.json()["code"] == "workspace_not_found"
+    negative = server.http.get(f"{server.w}/job-runs", params={"limit": -1})
+    assert negative.status_code == 400
+    bogus = server.http.get(f"{server.w}/job-runs", params={"status": "bogus"})
+    assert bogus.status_code == 400
+    empty = post(f"{server.w}/jobs/-trigger", json={})
+    assert empty.status_code == 400 and empty.json()["detail"] == "give job_ids or selectors"
+
+
 # -- the CLI ------------------------------------------------------------------------------------
 
 
