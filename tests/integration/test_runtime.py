@@ -222,6 +222,22 @@ def test_bad_input_gets_a_4xx_with_a_clear_detail(server: Server) -> None:
     assert empty.status_code == 400 and empty.json()["detail"] == "give job_ids or selectors"
 
 
+def test_archive_unarchive_rename_and_members(server: Server) -> None:
+    job_id = server.job_id("tagged_two")
+    archived = server.post(f"{server.w}/jobs/{job_id}/-archive")
+    assert archived["is_archived"] is True
+    listed = server.get(f"{server.w}/jobs", params={"is_archived": "false"})["items"]
+    assert job_id not in {j["id"] for j in listed}
+    refused = server.post(f"{server.w}/jobs/-trigger", json={"job_ids": [job_id]})
+    assert refused["skipped"][0]["status"] == "skipped_workspace_archived"
+    assert server.post(f"{server.w}/jobs/{job_id}/-unarchive")["is_archived"] is False
+    renamed = server.http.patch(server.w, json={"description": "nightly loads"})
+    assert renamed.status_code == 200 and renamed.json()["description"] == "nightly loads"
+    assert renamed.json()["name"] == server.get(server.w)["name"]
+    members = server.get(f"{server.w}/members")["items"]
+    assert any(m["name"] == "local-admin" and m["role"] == "owner" for m in members)
+
+
 # -- the CLI ------------------------------------------------------------------------------------
 
 

@@ -418,6 +418,34 @@ class Store:
         self.notifier.notify(notify.JOBS)
         return job
 
+    def set_archived(self, job_id: str, archived: bool) -> dict[str, Any] | None:
+        """Archive a job by hand (its triggers stop, its history stays) or bring it back."""
+        now = utcnow()
+        with write(self.engine) as conn:
+            job = _row(conn.execute(select(J).where(J.c.id == job_id)).first())
+            if job is None or job["is_archived"] == archived:
+                return job
+            values: dict[str, Any] = {"is_archived": archived, "updated_at": now}
+            if archived:
+                values["next_run_at"] = None
+            conn.execute(update(J).where(J.c.id == job_id).values(**values))
+            if not archived:
+                conn.execute(update(SC).where(SC.c.job_id == job_id).values(last_tick=now))
+            self._event(
+                conn,
+                job["workspace_id"],
+                "job.archived" if archived else "job.unarchived",
+                job_id=job_id,
+                now=now,
+            )
+        self.notifier.notify(notify.JOBS)
+        return {**job, **values}
+
+    def update_workspace(self, ws_id: str, **values: Any) -> dict[str, Any] | None:
+        with write(self.engine) as conn:
+            conn.execute(update(W).where(W.c.id == ws_id).values(updated_at=utcnow(), **values))
+            return _row(conn.execute(select(W).where(W.c.id == ws_id)).first())
+
     def set_next_run(self, updates: dict[str, datetime | None]) -> None:
         if not updates:
             return

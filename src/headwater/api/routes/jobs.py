@@ -73,6 +73,16 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         job = ctx.job(ws, job_id)
         return ser.job(store.set_paused(job_id, False) or job, ctx.base_url())
 
+    @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-archive")
+    def archive(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        ctx.job(ws, job_id)
+        return ser.job(store.set_archived(job_id, True) or {}, ctx.base_url())
+
+    @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-unarchive")
+    def unarchive(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        ctx.job(ws, job_id)
+        return ser.job(store.set_archived(job_id, False) or {}, ctx.base_url())
+
     @r.post("/api/v1/workspaces/{ws}/jobs/-trigger")
     def trigger_jobs(
         ws: str,

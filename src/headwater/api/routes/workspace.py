@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
+from headwater.api.responses import MAX_INT
 from headwater.core.access import Action
+
+
+class UpdateWorkspaceRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
@@ -21,6 +29,44 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         row = ctx.store.get_workspace(ws)
         assert row is not None
         return ser.workspace(row, ctx.base_url(), ctx.manifest_status())
+
+    @r.patch("/api/v1/workspaces/{ws}")
+    def update_workspace(
+        ws: str, body: UpdateWorkspaceRequest, _p: Principal = Depends(auth.require(Action.ADMIN))
+    ) -> Any:
+        """Rename or describe the workspace; an absent key keeps its value."""
+        ctx.check_ws(ws)
+        changes = body.model_dump(exclude_unset=True)
+        if changes.get("name") is None:
+            changes.pop("name", None)
+        row = ctx.store.update_workspace(ws, **changes)
+        assert row is not None
+        return ser.workspace(row, ctx.base_url(), ctx.manifest_status())
+
+    @r.get("/api/v1/workspaces/{ws}/members")
+    def members(
+        ws: str,
+        limit: int = Query(100, ge=0, le=1000),
+        offset: int = Query(0, ge=0, le=MAX_INT),
+        _p: Principal = Depends(auth.require(Action.READ)),
+    ) -> Any:
+        """The workspace's principals: its active API keys, as service accounts."""
+        ctx.check_ws(ws)
+        roles = {"admin": "owner", "trigger": "developer", "read": "viewer"}
+        items = [
+            {
+                "id": k["id"],
+                "email": f"{k['name']}@headwater.local",
+                "name": k["name"],
+                "role": roles[k["scope"]],
+                "user_id": ser.system_id("key", k["id"]),
+                "organization_membership_id": ser.system_id("membership", k["id"]),
+                "kind": "service_account",
+            }
+            for k in ctx.store.list_keys(ws)
+            if k["revoked_at"] is None
+        ]
+        return ser.page(items[offset : offset + limit], len(items), limit, offset)
 
     @r.post("/api/v1/workspaces/{ws}/-issue-dataplane-token")
     def issue_dataplane_token(
