@@ -50,6 +50,9 @@ for table in ("raw.currencies", "raw.rates", "raw.products", "reporting.latest_r
 sys.exit(0 if latest["status"] == "completed" else 1)
 PY
 echo
-echo "Headwater is still running at $URL (workspace $WS). Try:"
+WS_ID=$(python3 -c "import json;print(json.load(open('$WS/.headwater/server.json'))['workspace_id'])")
+echo "Headwater is still running at $URL (workspace $WS)."
+echo "  pages: $URL/w/$WS_ID  (sign in with a key from: $HW key create --name me --scope read -w $WS)"
+echo "Try:"
 echo "  $HW job ls -w $WS      $HW run ls -w $WS      $HW run logs <run id> -w $WS"
 echo "Stop it with: kill \$(python3 -c 'import json;print(json.load(open(\"$WS/.headwater/server.json\"))[\"pid\"])')"
