@@ -134,3 +134,16 @@ def test_once_trigger_fires_one_time(store: Store) -> None:
     for minutes in (1, 3, 30, 600):
         sched.run_once(T0 + timedelta(minutes=minutes))
     assert len(runs_of(store, ws, jobs["o"]["id"])) == 1
+
+
+def test_a_changed_schedule_forgets_the_old_cursor_and_starts_from_now(store: Store) -> None:
+    ws = store.ensure_workspace("/w", "w")["id"]
+    jobs = deploy(store, ws, job_def("c", ["schedule:0 * * * *"]))
+    Scheduler(store, ws).run_once(T0)
+    jobs = deploy(store, ws, job_def("c", ["schedule:30 * * * *"]))
+    later = T0 + timedelta(hours=3)
+    Scheduler(store, ws).run_once(later)  # first sight of the new trigger: nothing for the past
+    cursors = store.schedule_cursors()
+    assert (jobs["c"]["id"], "schedule:0 * * * *") not in cursors
+    assert cursors[(jobs["c"]["id"], "schedule:30 * * * *")] == later
+    assert runs_of(store, ws, jobs["c"]["id"]) == []

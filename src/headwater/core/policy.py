@@ -71,13 +71,3 @@ def pipeline_conflict(pipeline_name: str | None, busy_pipelines: set[str]) -> st
     if pipeline_name and pipeline_name in busy_pipelines:
         return f"waiting: pipeline {pipeline_name!r} is in use by another run"
     return None
-
-
-def stop_deadline(started_at: float, timeout: float | None) -> float | None:
-    """When a run's timeout expires, in the same clock as `started_at`."""
-    return None if timeout is None else started_at + timeout
-
-
-def kill_deadline(term_sent_at: float, grace_period: float) -> float:
-    """When a process that got SIGTERM is killed for good."""
-    return term_sent_at + grace_period

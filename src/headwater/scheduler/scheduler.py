@@ -47,6 +47,9 @@ class Scheduler:
             job_def = job["definition"]
             timed = triggers.timed_triggers(job_def)
             tz = triggers.timezone_of(job_def)
+            if any(jid == job["id"] and t not in timed for jid, t in cursors):
+                # a redeploy removed or changed a timed trigger: forget its cursor
+                self.store.drop_schedule(job["id"], keep=timed)
             job_next: datetime | None = None
             for trigger in timed:
                 last = cursors.get((job["id"], trigger))

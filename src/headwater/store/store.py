@@ -636,11 +636,6 @@ class Store:
         self.notifier.notify(*topics)
         return run
 
-    def update_run(self, run_id: str, **fields: Any) -> None:
-        """Set bookkeeping fields (pid, reason) that do not change the state."""
-        with write(self.engine) as conn:
-            conn.execute(update(R).where(R.c.id == run_id).values(**fields))
-
     def request_cancel(
         self, run_id: str, reason: str = "cancelled by request"
     ) -> dict[str, Any] | None:
@@ -730,14 +725,6 @@ class Store:
             cond.append(R.c.worker_id == worker_id)
         with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(R).where(*cond))]
-
-    def count_runs(self, statuses: Iterable[str]) -> int:
-        with self.reader.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).select_from(R).where(R.c.status.in_(list(statuses)))
-                ).scalar_one()
-            )
 
     # -- logs ---------------------------------------------------------------------------------
 
