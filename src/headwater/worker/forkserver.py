@@ -118,6 +118,33 @@ def _warm(workspace: str) -> bool:
     return workspace_ok
 
 
+DLT_ENV_PREFIXES = ("RUNTIME__", "WORKSPACE__", "DLT_")
+PER_RUN_KEYS = frozenset({"RUNTIME__RUN_ID"})
+_warm_env: dict[str, str] = {}
+
+
+def _dlt_env(env: dict[str, str]) -> dict[str, str]:
+    """The settings dlt reads once, when it sets up its run context."""
+    return {
+        k: v for k, v in env.items() if k.startswith(DLT_ENV_PREFIXES) and k not in PER_RUN_KEYS
+    }
+
+
+def _refresh_dlt_context() -> None:
+    """Make dlt read the run's environment, not the one the warm launcher started with.
+
+    dlt resolves its run context (project dir, profile, runtime settings such as
+    `RUNTIME__DLTHUB_DSN` or the log level) once per process; a forked run must
+    resolve it again, and start dlt's telemetry with its own settings.
+    """
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+    from dlt.common.runtime import telemetry
+
+    telemetry.stop_telemetry()
+    Container()[PluggableRunContext].reload()
+
+
 def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
     """In the forked child: become the run's process group and run the launcher."""
     code = 1
@@ -146,6 +173,9 @@ def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
         os.environ.clear()
         os.environ.update(req["env"])
         os.chdir(req["cwd"])
+        if _dlt_env(req["env"]) != _dlt_env(_warm_env):
+            # about 13 ms: only when the run sets a profile or a runtime setting of its own
+            _refresh_dlt_context()
         code = run_launcher(req["launcher"], req["argv"])
     except BaseException:
         try:
@@ -153,10 +183,18 @@ def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
         except BaseException:
             pass
     finally:
+        # os._exit skips atexit: let dlt deliver what its telemetry threads still hold
+        try:
+            from dlt.common.runtime.telemetry import stop_telemetry
+
+            stop_telemetry()
+        except BaseException:
+            pass
         os._exit(code)
 
 
 def serve(sock: socket.socket, workspace: str) -> None:
+    _warm_env.update(os.environ)
     os.chdir(workspace)
     if workspace not in sys.path:
         sys.path.insert(0, workspace)

@@ -134,6 +134,9 @@ def run_environment(
     env["DLT_PROJECT_DIR"] = str(code_dir)
     # never dlt's global directory: pipeline state belongs to this workspace
     env.setdefault("DLT_DATA_DIR", str(data_dir))
+    if run.get("profile"):
+        # dlt picks its profile when it sets up its run context, before the launcher runs
+        env["WORKSPACE__PROFILE"] = run["profile"]
     env["RUNTIME__RUN_ID"] = run["id"]
     env["RUNTIME__WORKSPACE_ID"] = ws_id
     env["HEADWATER_RUN_ID"] = run["id"]

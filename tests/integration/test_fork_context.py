@@ -1,0 +1,64 @@
+"""A forked run sees its own dlt settings, not those the warm launcher started with."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import Server
+
+pytestmark = pytest.mark.integration
+
+WORKSPACE = '''
+import os
+
+import dlt
+import dlt.hub.run as run
+
+
+@run.job
+def load():
+    path = os.path.join(os.getcwd(), "t.duckdb")
+    pipeline = dlt.pipeline("fork_ctx", destination=dlt.destinations.duckdb(path))
+    print(pipeline.run([{"a": 1}, {"a": 2}], table_name="items"))
+
+
+__all__ = ["load"]
+'''
+
+
+def test_runtime_settings_set_as_variables_reach_forked_runs(tmp_path: Path) -> None:
+    received: list[str] = []
+
+    class Beacon(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            received.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    beacon = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Beacon)
+    threading.Thread(target=beacon.serve_forever, daemon=True).start()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "__deployment__.py").write_text(WORKSPACE)
+    srv = Server(ws).start()
+    try:
+        dsn = f"http://127.0.0.1:{beacon.server_address[1]}/beacon/abc"
+        srv.http.patch(
+            f"{srv.w}/variables",
+            json={"upserts": [{"name": "RUNTIME__DLTHUB_DSN", "type": "plain", "value": dsn}]},
+        ).raise_for_status()
+        run = srv.wait_run(srv.start_run("load")["id"], timeout=60)
+        assert run["status"] == "completed", srv.logs(run["id"])
+        assert run["launch_mode"] == "fork"
+        srv.wait_for(lambda: "/beacon/abc/trace" in received, 10, "pipeline trace at the DSN")
+    finally:
+        srv.stop()
+        beacon.shutdown()
