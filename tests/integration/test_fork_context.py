@@ -12,7 +12,7 @@ from tests.integration.harness import Server
 
 pytestmark = pytest.mark.integration
 
-WORKSPACE = '''
+WORKSPACE = """
 import os
 
 import dlt
@@ -27,7 +27,7 @@ def load():
 
 
 __all__ = ["load"]
-'''
+"""
 
 
 def test_runtime_settings_set_as_variables_reach_forked_runs(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from dlt._workspace.deployment.exceptions import (
     InvalidTrigger,
     JobRefNotFound,
 )
-from dlt._workspace.deployment.interval import next_scheduled_run
+from dlt._workspace.deployment.interval import compute_run_interval, next_scheduled_run
 from dlt._workspace.deployment.manifest import compute_default_trigger, expand_triggers
 
 DEFAULT_GRACE_PERIOD_S = 30.0
@@ -172,7 +172,14 @@ def next_tick(trigger: str, after: datetime, tz: str) -> datetime | None:
     after = after.astimezone(UTC)
     k = kind(trigger)
     if k == "schedule":
-        return next_scheduled_run(trigger, after, tz=tz)  # type: ignore[arg-type]
+        tick = next_scheduled_run(trigger, after, tz=tz)  # type: ignore[arg-type]
+        # from the second pass of a repeated (fall-back) hour dlt answers the tick of the
+        # first pass, which is earlier; the one after that is the true next tick
+        for _ in range(3):
+            if tick > after:
+                break
+            tick = next_scheduled_run(trigger, tick, tz=tz)  # type: ignore[arg-type]
+        return tick
     if k == "every":
         # `after` is the previous tick: the next one is one period later
         period = float(parse_trigger(trigger).expr)  # type: ignore[arg-type]
@@ -198,9 +205,11 @@ def latest_due_tick(trigger: str, last: datetime, now: datetime, tz: str) -> dat
         period = tick - last
         missed = int((now - tick) / period)
         return tick + missed * period
-    for _ in range(100_000):
-        following = next_tick(trigger, tick, tz)
-        if following is None or following > now:
-            return tick
-        tick = following
+    if kind(trigger) == "schedule":
+        # dlt's interval for `now` ends at the newest elapsed tick: one step, however long
+        # the server was down
+        _start, newest = compute_run_interval(trigger, now, None, tz=tz)  # type: ignore[arg-type]
+        newest = newest.astimezone(UTC)
+        if tick <= newest <= now:
+            return newest
     return tick
