@@ -20,7 +20,7 @@ from headwater.store.store import DeployedJob, Store
 from headwater.store.vault import VariableStore, load_key
 from headwater.ui import pages
 from headwater.worker.worker import Worker, recover_lost_runs
-from headwater.workspace.launch import effective_profile, job_specs
+from headwater.workspace.launch import dlt_profile, job_specs
 from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
 from headwater.workspace.packages import hash_dir_name as hash_dir
 from headwater.workspace.packages import read_package, runtime_dir, store_package
@@ -244,7 +244,8 @@ class Runtime:
         """The workspace's variables for a run, with its profile's over the workspace scope."""
         version = self.store.get_job_version(run["job_version_id"])
         job_def = version["definition"] if version else {}
-        return self.variables.resolve(self.ws_id, effective_profile(run, job_def))
+        profile = dlt_profile(run, job_def, self._code_dir, self.worker.base_env)
+        return self.variables.resolve(self.ws_id, profile)
 
     # -- remote deploy ----------------------------------------------------------------------------
 

@@ -62,3 +62,23 @@ def test_runtime_settings_set_as_variables_reach_forked_runs(tmp_path: Path) -> 
     finally:
         srv.stop()
         beacon.shutdown()
+
+
+def test_a_forked_run_uses_its_own_profile(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".dlt").mkdir(parents=True)
+    (ws / ".dlt" / ".workspace").touch()
+    (ws / "__deployment__.py").write_text(
+        "import dlt.hub.run as run\n\n\n@run.job\ndef prof():\n"
+        "    from dlt._workspace._workspace_context import active\n\n"
+        "    print(f'dlt profile={active().profile}')\n\n\n__all__ = ['prof']\n"
+    )
+    srv = Server(ws).start()
+    try:
+        prod = srv.wait_run(srv.start_run("prof", profile="prod")["id"])
+        plain = srv.wait_run(srv.start_run("prof")["id"])
+        assert prod["launch_mode"] == plain["launch_mode"] == "fork"
+        assert "dlt profile=prod" in srv.user_output(prod["id"])
+        assert "dlt profile=dev" in srv.user_output(plain["id"])
+    finally:
+        srv.stop()

@@ -105,7 +105,7 @@ class Authenticator:
         def dependency(request: Request) -> Principal:
             principal = self.authenticate(request)
             # a trigger key reads only the runs it created: the route checks each run
-            partial = action is Action.READ and principal.scope is Scope.TRIGGER
+            partial = action is Action.READ_RUNS and principal.scope is Scope.TRIGGER
             if not partial and not allows(principal.scope, action):
                 verb = action.value.replace("_", " ")
                 raise ApiError(
@@ -116,7 +116,7 @@ class Authenticator:
         return dependency
 
     def check_run(self, principal: Principal, run: dict[str, Any]) -> None:
-        if not allows(principal.scope, Action.READ, owns=principal.owns(run)):
+        if not allows(principal.scope, Action.READ_RUNS, owns=principal.owns(run)):
             raise ApiError(403, "this key may only read the runs it triggered", "not_authorized")
 
     def mint_dataplane_token(self, principal: Principal) -> tuple[str, datetime]:

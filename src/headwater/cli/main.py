@@ -127,6 +127,15 @@ def up(
             f"[yellow]no __deployment__.py in {escape(str(workspace))}[/yellow]: serving an empty"
             " workspace until a remote deploy (`dlthub deploy`, `headwater deploy --to URL`)"
         )
+    gitignore = workspace / ".gitignore"
+    if (workspace / "__deployment__.py").exists() and ".headwater" not in (
+        gitignore.read_text() if gitignore.exists() else ""
+    ):
+        # dlt's deploy packages what the workspace's .gitignore does not exclude
+        err.print(
+            "[yellow]add `.headwater/` to .gitignore[/yellow]: a `dlthub deploy` from this folder"
+            " would otherwise upload Headwater's database and keys"
+        )
     runtime = Runtime(
         workspace,
         db_url=db_url,

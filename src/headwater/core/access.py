@@ -13,7 +13,8 @@ class Scope(StrEnum):
 
 class Action(StrEnum):
     SEE_JOBS = "see_jobs"  # the workspace and its jobs: a trigger key must resolve refs
-    READ = "read"  # runs, logs, deployments
+    READ_RUNS = "read_runs"  # runs and their logs: a trigger key reads the ones it created
+    READ = "read"  # everything else there is to read: variables, members, package files
     TRIGGER = "trigger"
     ADMIN = "admin"
 
@@ -24,8 +25,10 @@ def allows(scope: Scope, action: Action, *, owns: bool = False) -> bool:
         return True
     if action is Action.SEE_JOBS:
         return True
-    if action is Action.READ:
+    if action is Action.READ_RUNS:
         return scope is Scope.READ or owns
+    if action is Action.READ:
+        return scope is Scope.READ
     if action is Action.TRIGGER:
         return scope is Scope.TRIGGER
     return False

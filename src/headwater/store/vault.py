@@ -58,6 +58,27 @@ def check_name(name: str) -> None:
         )
 
 
+MAX_NAME = 300
+MAX_PROFILE = 100
+"""Column sizes of `variables.name` and `variables.profile`."""
+
+
+def check_upsert(name: str, type_: str, value: str) -> None:
+    check_name(name)
+    if len(name) > MAX_NAME:
+        raise VariableError(f"a variable name has at most {MAX_NAME} characters")
+    if type_ not in ("plain", "secret"):
+        raise VariableError(f"type must be plain or secret, not {type_!r}")
+    if "\x00" in value:
+        # no environment variable can hold one, and PostgreSQL text cannot either
+        raise VariableError(f"the value of {name!r} contains a NUL character")
+
+
+def check_profile(profile: str) -> None:
+    if len(profile) > MAX_PROFILE:
+        raise VariableError(f"a profile name has at most {MAX_PROFILE} characters")
+
+
 def load_key(home: Path) -> bytes:
     """The encryption key: `HEADWATER_SECRET_KEY`, else `home/secret.key` (made once, 0600)."""
     env = os.environ.get("HEADWATER_SECRET_KEY")
@@ -121,35 +142,60 @@ class VariableStore:
         ]
 
     def upsert(self, ws_id: str, profile: str, name: str, type_: str, value: str, by: str) -> None:
-        check_name(name)
-        if type_ not in ("plain", "secret"):
-            raise VariableError(f"type must be plain or secret, not {type_!r}")
-        stored = self._fernet.encrypt(value.encode()).decode() if type_ == "secret" else value
-        now = utcnow()
-        values = dict(type=type_, value=stored, updated_at=now, updated_by=by)
-        dialect = self.engine.dialect.name
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(V).values(
-            id=new_id(),
-            workspace_id=ws_id,
-            profile=profile,
-            name=name,
-            created_at=now,
-            created_by=by,
-            **values,
-        )
-        with write(self.engine) as conn:
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=["workspace_id", "profile", "name"], set_=values
-                )
-            )
+        self.apply(ws_id, profile, [(name, type_, value)], [], by)
 
     def delete(self, ws_id: str, profile: str, name: str) -> bool:
+        ((_, status),) = self.apply(ws_id, profile, [], [name], "")
+        return status == "removed"
+
+    def apply(
+        self,
+        ws_id: str,
+        profile: str,
+        upserts: list[tuple[str, str, str]],
+        deletes: list[str],
+        by: str,
+    ) -> list[tuple[str, str]]:
+        """Upserts `(name, type, value)` and deletes names in one scope, in one transaction.
+
+        Answers `(name, upserted|removed|not_found)` per name; nothing is written when an
+        upsert is invalid (`VariableError`).
+        """
+        check_profile(profile)
+        for name, type_, value in upserts:
+            check_upsert(name, type_, value)
+        now = utcnow()
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        results: list[tuple[str, str]] = []
         with write(self.engine) as conn:
-            done = conn.execute(
-                delete(V).where(V.c.workspace_id == ws_id, V.c.profile == profile, V.c.name == name)
-            )
-        return bool(done.rowcount)
+            for name, type_, value in upserts:
+                stored = (
+                    self._fernet.encrypt(value.encode()).decode() if type_ == "secret" else value
+                )
+                values = dict(type=type_, value=stored, updated_at=now, updated_by=by)
+                ins = insert(V).values(
+                    id=new_id(),
+                    workspace_id=ws_id,
+                    profile=profile,
+                    name=name,
+                    created_at=now,
+                    created_by=by,
+                    **values,
+                )
+                conn.execute(
+                    ins.on_conflict_do_update(
+                        index_elements=["workspace_id", "profile", "name"], set_=values
+                    )
+                )
+                results.append((name, "upserted"))
+            for name in deletes:
+                done = conn.execute(
+                    delete(V).where(
+                        V.c.workspace_id == ws_id, V.c.profile == profile, V.c.name == name
+                    )
+                )
+                results.append((name, "removed" if done.rowcount else "not_found"))
+        return results
 
     def resolve(self, ws_id: str, profile: str | None) -> dict[str, str]:
         """What a run gets: the workspace scope, then its profile's scope over it, decrypted."""
@@ -166,4 +212,4 @@ class VariableStore:
         return env
 
 
-__all__ = ["VariableStore", "VaultError", "VariableError", "load_key"]
+__all__ = ["VariableStore", "VaultError", "VariableError", "check_upsert", "load_key"]

@@ -142,7 +142,9 @@ def _refresh_dlt_context() -> None:
     from dlt.common.runtime import telemetry
 
     telemetry.stop_telemetry()
-    Container()[PluggableRunContext].reload()
+    # plug a new context for the run's folder: reusing the old one's arguments would keep
+    # the warm launcher's profile
+    Container()[PluggableRunContext].reload(os.getcwd(), runtime_kwargs=None)
 
 
 def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:

@@ -142,3 +142,20 @@ def run_environment(
     env["HEADWATER_RUN_ID"] = run["id"]
     env["HEADWATER_RUN_NUMBER"] = str(run["number"])
     return env
+
+
+def dlt_profile(
+    run: dict[str, Any], job_def: dict[str, Any], code_dir: Path, env: dict[str, str]
+) -> str:
+    """The profile dlt runs a run with: the run's or the job's, else what dlt itself picks in
+    `code_dir` (`WORKSPACE__PROFILE`, the pinned `.dlt/profile-name`, or `dev`)."""
+    from dlt._workspace.profile import DEFAULT_PROFILE, PIN_FILE_NAME
+
+    if profile := effective_profile(run, job_def) or env.get("WORKSPACE__PROFILE"):
+        return str(profile)
+    pin = code_dir / ".dlt" / PIN_FILE_NAME
+    if pin.is_file():
+        with pin.open(encoding="utf-8") as f:
+            if pinned := f.readline().strip():
+                return pinned
+    return DEFAULT_PROFILE

@@ -207,9 +207,14 @@ def latest_due_tick(trigger: str, last: datetime, now: datetime, tz: str) -> dat
         return tick + missed * period
     if kind(trigger) == "schedule":
         # dlt's interval for `now` ends at the newest elapsed tick: one step, however long
-        # the server was down
+        # the server was down (near a DST change it can land a few ticks early)
         _start, newest = compute_run_interval(trigger, now, None, tz=tz)  # type: ignore[arg-type]
         newest = newest.astimezone(UTC)
         if tick <= newest <= now:
-            return newest
+            tick = newest
+    for _ in range(10_000):
+        following = next_tick(trigger, tick, tz)
+        if following is None or following > now:
+            break
+        tick = following
     return tick

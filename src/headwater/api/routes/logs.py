@@ -25,7 +25,9 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     r = APIRouter(tags=["logs"])
 
     @r.get("/logs/v1/workspaces/{ws}/job-runs/{run_id}/logs")
-    def stored_logs(ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ))) -> Any:
+    def stored_logs(
+        ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ_RUNS))
+    ) -> Any:
         auth.check_run(p, ctx.run(ws, run_id))
         lines = ctx.store.read_logs(run_id, limit=1_000_000)
         body = b"".join(dumps(ser.log_line(line)) + b"\n" for line in lines)
@@ -33,7 +35,10 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     @r.get("/logs/v1/workspaces/{ws}/job-runs/{run_id}/log-stream")
     async def log_stream(
-        ws: str, run_id: str, request: Request, p: Principal = Depends(auth.require(Action.READ))
+        ws: str,
+        run_id: str,
+        request: Request,
+        p: Principal = Depends(auth.require(Action.READ_RUNS)),
     ) -> Any:
         auth.check_run(p, ctx.run(ws, run_id))
         return StreamingResponse(

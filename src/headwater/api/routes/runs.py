@@ -49,7 +49,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         job_id: str | None = None,
         number: int | None = Query(None, ge=0, le=MAX_INT),
         status: list[RunStatus] = Query(default=[]),
-        p: Principal = Depends(auth.require(Action.READ)),
+        p: Principal = Depends(auth.require(Action.READ_RUNS)),
     ) -> Any:
         ctx.check_ws(ws)
         runs, total = store.list_runs(
@@ -108,13 +108,17 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         return ctx.detailed_run(result.run, job)
 
     @r.get("/api/v1/workspaces/{ws}/job-runs/{run_id}")
-    def get_run(ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ))) -> Any:
+    def get_run(
+        ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ_RUNS))
+    ) -> Any:
         run = ctx.run(ws, run_id)
         auth.check_run(p, run)
         return ctx.detailed_run(run)
 
     @r.post("/api/v1/workspaces/{ws}/job-runs/{run_id}/-cancel")
-    def cancel_run(ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ))) -> Any:
+    def cancel_run(
+        ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ_RUNS))
+    ) -> Any:
         run = ctx.run(ws, run_id)
         check_cancel(auth, p, run)
         if RunStatus(run["status"]) in TERMINAL:
@@ -123,7 +127,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     @r.post("/api/v1/workspaces/{ws}/job-runs/-cancel")
     def cancel_runs(
-        ws: str, body: CancelJobRunsRequest, p: Principal = Depends(auth.require(Action.READ))
+        ws: str, body: CancelJobRunsRequest, p: Principal = Depends(auth.require(Action.READ_RUNS))
     ) -> Any:
         ctx.check_ws(ws)
         succeeded, skipped, failed = [], [], []

@@ -14,7 +14,7 @@ from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.responses import ApiError
 from headwater.core.access import Action
-from headwater.store.vault import WORKSPACE_SCOPE, VariableError, check_name
+from headwater.store.vault import WORKSPACE_SCOPE, VariableError
 
 
 class Upsert(BaseModel):
@@ -57,19 +57,16 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         ctx.check_ws(ws)
         profile = body.profile or WORKSPACE_SCOPE
         try:
-            for item in body.upserts:
-                check_name(item.name)
-                if item.type not in ("plain", "secret"):
-                    raise VariableError(f"type must be plain or secret, not {item.type!r}")
+            done = ctx.variables.apply(
+                ws,
+                profile,
+                [(item.name, item.type, item.value) for item in body.upserts],
+                body.deletes,
+                p.key_id,
+            )
         except VariableError as ex:
             raise ApiError(400, str(ex), "invalid_variable") from ex
-        results = []
-        for item in body.upserts:
-            ctx.variables.upsert(ws, profile, item.name, item.type, item.value, p.key_id)
-            results.append({"name": item.name, "status": "upserted"})
-        for name in body.deletes:
-            removed = ctx.variables.delete(ws, profile, name)
-            results.append({"name": name, "status": "removed" if removed else "not_found"})
+        results = [{"name": name, "status": status} for name, status in done]
         return {"results": results}
 
     return r
