@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
+import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +18,7 @@ from headwater.api.app import ApiContext, create_app
 from headwater.events.dispatcher import Dispatcher
 from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
+from headwater.store.notify import WakeBridge
 from headwater.store.packages import PackageStore
 from headwater.store.store import DeployedJob, Store
 from headwater.store.vault import VariableStore, load_key
@@ -58,7 +62,13 @@ class ManifestState:
 
 
 class Runtime:
-    """API, scheduler, event dispatcher and a worker over one store, in one process."""
+    """API, scheduler, event dispatcher and a worker over one store.
+
+    With `separate_worker` (the default) the worker, scheduler and dispatcher run
+    in a child process forked at start, so the API and the runs' supervision each
+    have a core (and an interpreter lock) of their own; the two processes wake
+    each other over a `WakeBridge`. Otherwise everything runs in one process.
+    """
 
     def __init__(
         self,
@@ -70,8 +80,12 @@ class Runtime:
         warm: bool = True,
         max_parallel: int = 16,
         watch: bool = True,
+        separate_worker: bool = True,
     ) -> None:
         self.workspace = workspace.resolve()
+        self.separate_worker = separate_worker
+        self._worker_pid: int | None = None
+        self._bridge: WakeBridge | None = None
         self.home = self.workspace / HOME_DIR
         self.home.mkdir(exist_ok=True)
         self.host, self.port = host, port
@@ -143,15 +157,82 @@ class Runtime:
             log.warning("%d run(s) were active when Headwater stopped; marked failed", len(lost))
         if not self._remote:
             self.reload_manifest(refresh_launcher=False)
-        self.worker.start()
-        self.dispatcher.start()
-        self.scheduler.start()
+        if self.separate_worker:
+            self._fork_worker_process()
+            self._bridge = WakeBridge(self.store.notifier, self.home / "peers")
+        else:
+            self._start_engine()
         if self._watch:
             threading.Thread(target=self._watch_loop, name="watcher", daemon=True).start()
         self.ensure_admin_key()
         (self.home / SERVER_FILE).write_text(
             json.dumps({"url": self.url, "workspace_id": self.ws_id, "pid": os.getpid()})
         )
+
+    def _start_engine(self) -> None:
+        self.worker.start()
+        self.dispatcher.start()
+        self.scheduler.start()
+
+    def _fork_worker_process(self) -> None:
+        """Fork the worker process; called before this process starts any thread."""
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                self._worker_process_main(parent)
+            except BaseException:
+                log.exception("worker process failed")
+                code = 1
+            finally:
+                os._exit(code)
+        self._worker_pid = pid
+        threading.Thread(
+            target=self._watch_worker_process, name="worker-watch", daemon=True
+        ).start()
+
+    def _worker_process_main(self, parent: int) -> None:
+        stop = threading.Event()
+        # Ctrl-C reaches the whole process group: the parent decides when this one stops
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        _die_with_parent()
+        # connections are the parent's: this process opens its own
+        self.store.engine.dispose(close=False)
+        bridge = WakeBridge(self.store.notifier, self.home / "peers")
+        bridge.on("refresh_launcher", self._on_refresh_launcher)
+        self._start_engine()
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                break
+        self.scheduler.stop()
+        self.dispatcher.stop()
+        self.worker.stop()
+        bridge.close()
+
+    def _on_refresh_launcher(self, args: dict[str, Any]) -> None:
+        self._code_dir = Path(args["code_dir"])
+        self.worker.refresh_launcher(keep_previous=bool(args["keep_previous"]))
+
+    def _refresh_launcher(self, keep_previous: bool) -> None:
+        if self._bridge is not None:
+            self._bridge.command(
+                "refresh_launcher", code_dir=str(self._code_dir), keep_previous=keep_previous
+            )
+        elif not self.separate_worker:
+            self.worker.refresh_launcher(keep_previous=keep_previous)
+
+    def _watch_worker_process(self) -> None:
+        assert self._worker_pid is not None
+        _pid, status = os.waitpid(self._worker_pid, 0)
+        if self._stop.is_set():
+            return
+        log.error(
+            "the worker process ended unexpectedly (%s); stopping the server",
+            os.waitstatus_to_exitcode(status),
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def ensure_admin_key(self) -> Path:
         """The local admin key the `headwater` CLI uses, in a file only its owner can read."""
@@ -177,9 +258,14 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
-        self.scheduler.stop()
-        self.dispatcher.stop()
-        self.worker.stop()
+        if self._worker_pid is not None:
+            _stop_process(self._worker_pid, timeout=15.0)
+        elif not self.separate_worker:
+            self.scheduler.stop()
+            self.dispatcher.stop()
+            self.worker.stop()
+        if self._bridge is not None:
+            self._bridge.close()
         try:
             (self.home / SERVER_FILE).unlink()
         except FileNotFoundError:
@@ -225,7 +311,7 @@ class Runtime:
             moved = self._code_dir != self.workspace
             self._code_dir, self._remote = self.workspace, False
             if refresh_launcher:
-                self.worker.refresh_launcher(keep_previous=not moved)
+                self._refresh_launcher(keep_previous=not moved)
             if version is not None:
                 self.manifest.version, self.manifest.hash, self.manifest.loaded_at = (
                     version,
@@ -301,7 +387,7 @@ class Runtime:
                     new_dir = self._package_dir(code["id"], config["id"] if config else None)
                     if new_dir != self._code_dir:
                         self._code_dir, self._remote = new_dir, True
-                        self.worker.refresh_launcher(keep_previous=False)
+                        self._refresh_launcher(keep_previous=False)
         return self._deploy_answer(outcomes, loaded.warnings, manifest["deployment_module"])
 
     def _deploy_answer(
@@ -355,3 +441,41 @@ class Runtime:
                 log.info("workspace changed: %s", result)
         except Exception:
             log.exception("file watch stopped")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (a kill -9 of `up`)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent-pid check in the worker process's loop remains
+
+
+def _stop_process(pid: int, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` (the watcher reaps it)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if _reaped_or_zombie(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reaped_or_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -109,8 +109,15 @@ def up(
     max_parallel: Annotated[int, typer.Option(help="Most runs this worker runs at once.")] = 16,
     watch: Annotated[bool, typer.Option(help="Reload the manifest when files change.")] = True,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
+    separate_worker: Annotated[
+        bool,
+        typer.Option(
+            "--separate-worker/--single-process",
+            help="Supervise runs in a second process, beside the API (faster under load).",
+        ),
+    ] = True,
 ) -> None:
-    """Run everything in one process: API, scheduler, event dispatcher and a worker."""
+    """Run everything on this machine: API, scheduler, event dispatcher and a worker."""
     import uvicorn
 
     from headwater.app import Runtime
@@ -144,6 +151,7 @@ def up(
         warm=warm,
         max_parallel=max_parallel,
         watch=watch,
+        separate_worker=separate_worker,
     )
     runtime.start()
     out.print(f"[bold]Headwater[/bold] serving workspace [cyan]{workspace}[/cyan]")

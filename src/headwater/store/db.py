@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 import threading
@@ -15,7 +17,50 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+class WriteLock:
+    """One SQLite writer at a time across this machine's Headwater processes.
+
+    Threads queue on a lock, and processes on an `flock` of a file beside the
+    database, instead of in SQLite's busy handler, whose sleeps (up to 100 ms
+    each) made the latency tail under concurrent triggers.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._threads = threading.Lock()
+        self._path = path
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        if self._path is None:
+            return None
+        if self._pid != os.getpid():
+            # a forked child shares the parent's open file, and with it the parent's flock
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            fd = self._file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self._fd is not None and self._pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
 
 
 def sqlite_url(path: Path) -> str:
@@ -53,7 +98,9 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA cache_size=-1024")
             cur.close()
 
-        _WRITE_LOCKS[engine] = threading.Lock()
+        database = engine.url.database
+        on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
+        _WRITE_LOCKS[engine] = WriteLock(Path(f"{database}-writelock") if on_disk else None)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
@@ -68,12 +115,7 @@ def make_engine(url: str) -> Engine:
 
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
-    """A write transaction.
-
-    SQLite has one writer at a time; threads of this process queue on a lock
-    instead of in SQLite's busy handler, whose sleeps (up to 100 ms each) made
-    the latency tail under concurrent triggers.
-    """
+    """A write transaction; on SQLite, writers queue on the engine's `WriteLock` first."""
     lock: Any = _WRITE_LOCKS.get(engine) or nullcontext()
     with lock, engine.begin() as conn:
         yield conn

@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -55,6 +66,63 @@ KEY_PREFIX = "dlt_sa_"
 
 CLAIM_LOCK = 0x6877_636C_61696D
 """PostgreSQL advisory lock key ("hwclaim") that serializes `claim_next`."""
+
+# The statements of the hot paths (trigger, claim, state changes, events, logs) are
+# built once: building one per call (`.values(**row)`, fresh bind parameters, cache
+# keys) cost several times more CPU than SQLite spends running it.
+_GET_JOB = select(J).where(J.c.id == bindparam("b_id"))
+_GET_RUN = select(R).where(R.c.id == bindparam("b_id"))
+_GET_JOB_VERSION = select(JV).where(JV.c.id == bindparam("b_id"))
+_LOCK_JOB = (
+    select(
+        J.c.workspace_id,
+        J.c.job_ref,
+        J.c.is_paused,
+        J.c.is_archived,
+        J.c.run_counter,
+        J.c.current_version_id,
+        J.c.pipeline_name,
+    )
+    .where(J.c.id == bindparam("b_id"))
+    .with_for_update()
+)
+_PRIOR_RUN = select(R).where(
+    R.c.job_id == bindparam("b_job_id"), R.c.dedupe_key == bindparam("b_dedupe_key")
+)
+_COUNT_ACTIVE = (
+    select(func.count())
+    .select_from(R)
+    .where(R.c.job_id == bindparam("b_job_id"), R.c.status.in_([s.value for s in ACTIVE]))
+)
+_SET_RUN_COUNTER = (
+    update(J).where(J.c.id == bindparam("b_id")).values(run_counter=bindparam("b_number"))
+)
+_INSERT_RUN = insert(R)
+_INSERT_EVENT = insert(E)
+# SET comes from the keys of the parameters given at execution
+_MOVE_RUN = (
+    update(R)
+    .where(R.c.id == bindparam("b_id"), R.c.status.in_(bindparam("b_sources", expanding=True)))
+    .returning(*R.c)
+)
+_UPDATE_RUN = update(R).where(R.c.id == bindparam("b_id"))
+_PENDING_RUNS = (
+    select(R.c.id, R.c.pipeline_name, R.c.reason)
+    .where(R.c.status == RunStatus.PENDING.value)
+    .order_by(R.c.created_at, R.c.number)
+    .limit(50)
+)
+_BUSY_PIPELINES = select(R.c.pipeline_name).where(
+    R.c.status.in_([s.value for s in LIVE]), R.c.pipeline_name.is_not(None)
+)
+_CLAIM_RUN = (
+    update(R)
+    .where(R.c.id == bindparam("b_id"), R.c.status == RunStatus.PENDING.value)
+    .returning(*R.c)
+)
+_EVENTS_AFTER = (
+    select(E).where(E.c.id > bindparam("b_position")).order_by(E.c.id).limit(bindparam("b_limit"))
+)
 
 
 def _insert(conn: Connection, table: Any) -> Any:
@@ -136,6 +204,8 @@ class Store:
         self.engine = engine
         self.reader = engine.execution_options(readonly=True)
         self.notifier = notifier or notify.Notifier()
+        # job versions never change once written: every run start reads one
+        self._versions: dict[str, dict[str, Any]] = {}
 
     # -- workspace -------------------------------------------------------------------------
 
@@ -381,11 +451,20 @@ class Store:
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
-            return _row(conn.execute(select(J).where(J.c.id == job_id)).first())
+            return _row(conn.execute(_GET_JOB, {"b_id": job_id}).first())
 
     def get_job_version(self, version_id: str) -> dict[str, Any] | None:
+        cached = self._versions.get(version_id)
+        if cached is not None:
+            return dict(cached)
         with self.reader.connect() as conn:
-            return _row(conn.execute(select(JV).where(JV.c.id == version_id)).first())
+            row = _row(conn.execute(_GET_JOB_VERSION, {"b_id": version_id}).first())
+        if row is not None:
+            if len(self._versions) > 10_000:
+                self._versions.clear()
+            self._versions[version_id] = row
+            return dict(row)
+        return None
 
     def active_jobs(self, ws_id: str) -> list[dict[str, Any]]:
         with self.reader.connect() as conn:
@@ -465,12 +544,12 @@ class Store:
         """
         now = now or utcnow()
         with write(self.engine) as conn:
-            job = conn.execute(select(J).where(J.c.id == req.job_id).with_for_update()).first()
+            job = conn.execute(_LOCK_JOB, {"b_id": req.job_id}).first()
             if job is None:
                 raise KeyError(req.job_id)
             if req.dedupe_key is not None:
                 prior = conn.execute(
-                    select(R).where(R.c.job_id == req.job_id, R.c.dedupe_key == req.dedupe_key)
+                    _PRIOR_RUN, {"b_job_id": req.job_id, "b_dedupe_key": req.dedupe_key}
                 ).first()
                 if prior is not None:
                     return TriggerResult(
@@ -478,11 +557,7 @@ class Store:
                     )
             active = 0
             if req.concurrency is not None:  # an unlimited job needs no count
-                active = conn.execute(
-                    select(func.count())
-                    .select_from(R)
-                    .where(R.c.job_id == req.job_id, R.c.status.in_([s.value for s in ACTIVE]))
-                ).scalar_one()
+                active = conn.execute(_COUNT_ACTIVE, {"b_job_id": req.job_id}).scalar_one()
             decision = policy.decide(
                 policy.JobFacts(
                     concurrency=req.concurrency,
@@ -500,7 +575,7 @@ class Store:
             ):
                 return TriggerResult(decision, None)
             number = job.run_counter + 1
-            conn.execute(update(J).where(J.c.id == req.job_id).values(run_counter=number))
+            conn.execute(_SET_RUN_COUNTER, {"b_id": req.job_id, "b_number": number})
             created = decision.creates_run
             run = dict(
                 id=new_id(),
@@ -533,7 +608,7 @@ class Store:
                 started_at=None,
                 finished_at=None if created else now,
             )
-            conn.execute(insert(R).values(**run))
+            conn.execute(_INSERT_RUN, run)
             self._event(
                 conn,
                 job.workspace_id,
@@ -543,12 +618,13 @@ class Store:
                 now=now,
                 payload={"trigger": req.trigger, "job_ref": job.job_ref},
             )
-        self.notifier.notify(notify.RUNS, notify.EVENTS)
+        # the dispatcher acts on ended runs and deployments only (DISPATCHED_EVENTS)
+        self.notifier.notify(notify.RUNS)
         return TriggerResult(decision, run)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
-            return _row(conn.execute(select(R).where(R.c.id == run_id)).first())
+            return _row(conn.execute(_GET_RUN, {"b_id": run_id}).first())
 
     def list_runs(
         self,
@@ -613,10 +689,8 @@ class Store:
             values.setdefault("started_at", now)
         with write(self.engine) as conn:
             result = conn.execute(
-                update(R)
-                .where(R.c.id == run_id, R.c.status.in_([s.value for s in sources_of(target)]))
-                .values(**values)
-                .returning(*R.c)
+                _MOVE_RUN,
+                {"b_id": run_id, "b_sources": [s.value for s in sources_of(target)], **values},
             ).first()
             if result is None:
                 return None
@@ -630,10 +704,9 @@ class Store:
                 now=now,
                 payload={"reason": run["reason"], "exit_code": run["exit_code"]},
             )
-        topics = [notify.EVENTS]
         if target in TERMINAL:
-            topics += [notify.RUNS, notify.LOGS]  # a slot is free; log followers may close
-        self.notifier.notify(*topics)
+            # a slot is free; log followers may close; chains may fire
+            self.notifier.notify(notify.RUNS, notify.LOGS, notify.EVENTS)
         return run
 
     def request_cancel(
@@ -672,39 +745,26 @@ class Store:
                 # one claimer at a time, as BEGIN IMMEDIATE gives on SQLite: the pipeline
                 # check below must see every claim committed before it
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
-            candidates = conn.execute(
-                select(R)
-                .where(R.c.status == RunStatus.PENDING.value)
-                .order_by(R.c.created_at, R.c.number)
-                .limit(50)
-            ).all()
+            candidates = conn.execute(_PENDING_RUNS).all()
             if not candidates:
                 return None
-            busy = {
-                r.pipeline_name
-                for r in conn.execute(
-                    select(R.c.pipeline_name).where(
-                        R.c.status.in_([s.value for s in LIVE]), R.c.pipeline_name.is_not(None)
-                    )
-                )
-            }
+            busy = {r.pipeline_name for r in conn.execute(_BUSY_PIPELINES)}
             for cand in candidates:
                 wait_reason = policy.pipeline_conflict(cand.pipeline_name, busy)
                 if wait_reason is not None:
                     if cand.reason != wait_reason:
-                        conn.execute(update(R).where(R.c.id == cand.id).values(reason=wait_reason))
+                        conn.execute(_UPDATE_RUN, {"b_id": cand.id, "reason": wait_reason})
                     continue
                 claimed = conn.execute(
-                    update(R)
-                    .where(R.c.id == cand.id, R.c.status == RunStatus.PENDING.value)
-                    .values(
-                        status=RunStatus.STARTING.value,
-                        worker_id=worker_id,
-                        started_at=now,
-                        updated_at=now,
-                        reason=None,
-                    )
-                    .returning(*R.c)
+                    _CLAIM_RUN,
+                    {
+                        "b_id": cand.id,
+                        "status": RunStatus.STARTING.value,
+                        "worker_id": worker_id,
+                        "started_at": now,
+                        "updated_at": now,
+                        "reason": None,
+                    },
                 ).first()
                 if claimed is None:
                     continue
@@ -778,21 +838,20 @@ class Store:
         now: datetime,
     ) -> None:
         conn.execute(
-            insert(E).values(
-                workspace_id=ws_id,
-                kind=kind,
-                job_id=job_id,
-                run_id=run_id,
-                payload=payload or {},
-                created_at=now,
-            )
+            _INSERT_EVENT,
+            {
+                "workspace_id": ws_id,
+                "kind": kind,
+                "job_id": job_id,
+                "run_id": run_id,
+                "payload": payload or {},
+                "created_at": now,
+            },
         )
 
     def events_after(self, position: int, limit: int = 500) -> list[dict[str, Any]]:
         with self.reader.connect() as conn:
-            rows = conn.execute(
-                select(E).where(E.c.id > position).order_by(E.c.id).limit(limit)
-            ).all()
+            rows = conn.execute(_EVENTS_AFTER, {"b_position": position, "b_limit": limit}).all()
         return [dict(r._mapping) for r in rows]
 
     def last_event_id(self) -> int:

@@ -217,12 +217,12 @@ class Worker:
 
     def _start(self, run: dict[str, Any]) -> None:
         version = self.store.get_job_version(run["job_version_id"])
-        job = self.store.get_job(run["job_id"])
-        if version is None or job is None:
+        if version is None:
             raise RuntimeError("the run's job version is missing from the store")
         job_def = version["definition"]
-        if job["job_type"] != "batch":
-            raise RuntimeError(f"{job['job_type']} jobs are not served by Headwater yet")
+        job_type = job_def["entry_point"]["job_type"]
+        if job_type != "batch":
+            raise RuntimeError(f"{job_type} jobs are not served by Headwater yet")
         launcher, argv = launch_command(run, job_def)
         code_dir = self.code_dir()
         base = dict(self.base_env)
@@ -235,7 +235,8 @@ class Worker:
         how = "forked from the warm launcher" if starter.mode == "fork" else "in a new interpreter"
         self._runner_line(
             run["id"],
-            f"run #{run['number']} of {job['job_ref']} (trigger {run['trigger']}) starting {how}",
+            f"run #{run['number']} of {job_def['job_ref']} (trigger {run['trigger']})"
+            f" starting {how}",
             source="setup",
         )
         out_r, out_w = os.pipe()
