@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope, allows
@@ -46,12 +47,20 @@ class Authenticator:
         with self._lock:
             self._cache.clear()
 
-    def _lookup(self, secret: str) -> dict[str, Any] | None:
+    def _cached(self, secret: str) -> tuple[bool, dict[str, Any] | None]:
+        """(hit, row): a key looked up less than CACHE_S ago needs no database."""
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(secret)
         if hit is not None and now - hit[0] < CACHE_S:
-            return hit[1]
+            return True, hit[1]
+        return False, None
+
+    def _lookup(self, secret: str) -> dict[str, Any] | None:
+        hit, row = self._cached(secret)
+        if hit:
+            return row
+        now = time.monotonic()
         row = self.store.find_key(secret)
         if row is not None and row["parent_id"]:
             parent = self.store.get_key(row["parent_id"])
@@ -64,6 +73,10 @@ class Authenticator:
         return row
 
     def authenticate(self, request: Request) -> Principal:
+        return self.check_secret(self._secret_of(request))
+
+    @staticmethod
+    def _secret_of(request: Request) -> str:
         header = request.headers.get("authorization", "")
         scheme, _, secret = header.partition(" ")
         if not header:
@@ -76,11 +89,27 @@ class Authenticator:
             raise ApiError(
                 401, "malformed Authorization header: use `Bearer <key>`", "not_authenticated"
             )
-        return self.check_secret(secret.strip())
+        return secret.strip()
 
     def check_secret(self, secret: str) -> Principal:
         """The principal of a key or token, or a 401 saying why it is refused."""
-        row = self._lookup(secret)
+        principal, touch = self._judge(self._lookup(secret))
+        if touch is not None:
+            self.store.touch_key(*touch)
+        return principal
+
+    async def check_secret_async(self, secret: str) -> Principal:
+        """`check_secret` that stays on the event loop unless the database is needed."""
+        hit, row = self._cached(secret)
+        if not hit:
+            row = await run_in_threadpool(self._lookup, secret)
+        principal, touch = self._judge(row)
+        if touch is not None:
+            await run_in_threadpool(self.store.touch_key, *touch)
+        return principal
+
+    def _judge(self, row: dict[str, Any] | None) -> tuple[Principal, tuple[str, datetime] | None]:
+        """The principal, and the key to mark used (at most once a minute), or a 401."""
         if row is None or row["workspace_id"] != self.ws_id:
             raise ApiError(401, "unknown API key", "invalid_api_key")
         now = datetime.now(UTC)
@@ -92,18 +121,21 @@ class Authenticator:
                 401, f"{what} expired at {row['expires_at'].isoformat()}", "api_key_expired"
             )
         last = row["last_used_at"]
+        touch = None
         if row["kind"] == "key" and (last is None or now - last > TOUCH_EVERY):
             row["last_used_at"] = now
-            self.store.touch_key(row["id"], now)
-        return Principal(
+            touch = (row["id"], now)
+        principal = Principal(
             key_id=row["parent_id"] or row["id"], name=row["name"], scope=Scope(row["scope"])
         )
+        return principal, touch
 
     def require(self, action: Action) -> Callable[[Request], Principal]:
         """A FastAPI dependency: the caller's principal, if its scope allows `action`."""
 
-        def dependency(request: Request) -> Principal:
-            principal = self.authenticate(request)
+        # async: a sync dependency would cost a hop to the thread pool on every request
+        async def dependency(request: Request) -> Principal:
+            principal = await self.check_secret_async(self._secret_of(request))
             # a trigger key reads only the runs it created: the route checks each run
             partial = action is Action.READ_RUNS and principal.scope is Scope.TRIGGER
             if not partial and not allows(principal.scope, action):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ KEY_PREFIX = "dlt_sa_"
 """The `dlthub` CLI accepts only `dlt_u_` and `dlt_sa_` keys; Headwater's are service keys."""
 
 
+JOB_CACHE_S = 2.0
 CLAIM_LOCK = 0x6877_636C_61696D
 """PostgreSQL advisory lock key ("hwclaim") that serializes `claim_next`."""
 
@@ -206,6 +208,7 @@ class Store:
         self.notifier = notifier or notify.Notifier()
         # job versions never change once written: every run start reads one
         self._versions: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, tuple[int, float, dict[str, Any]]] = {}
 
     # -- workspace -------------------------------------------------------------------------
 
@@ -452,6 +455,20 @@ class Store:
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
             return _row(conn.execute(_GET_JOB, {"b_id": job_id}).first())
+
+    def get_job_cached(self, job_id: str) -> dict[str, Any] | None:
+        """The job as of the last change this process heard of (JOBS) and at most
+        JOB_CACHE_S old: for triggers, which re-read what may change under their lock."""
+        version, now = self.notifier.version(notify.JOBS), time.monotonic()
+        hit = self._jobs.get(job_id)
+        if hit is not None and hit[0] == version and now - hit[1] < JOB_CACHE_S:
+            return hit[2]
+        job = self.get_job(job_id)
+        if job is not None:
+            if len(self._jobs) > 10_000:
+                self._jobs.clear()
+            self._jobs[job_id] = (version, now, job)
+        return job
 
     def get_job_version(self, version_id: str) -> dict[str, Any] | None:
         cached = self._versions.get(version_id)

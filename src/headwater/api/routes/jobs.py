@@ -119,7 +119,7 @@ def trigger_many(
     failed: list[dict[str, str]] = []
     picked: list[tuple[dict[str, Any], list[str], str | None]] = []
     for job_id in job_ids:
-        job = store.get_job(job_id)
+        job = store.get_job_cached(job_id)
         if job is None or job["workspace_id"] != ctx.ws_id:
             failed.append({"ref": job_id, "detail": f"no job with id {job_id!r}"})
             continue
