@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 HOME_DIR = ".headwater"
 SERVER_FILE = "server.json"
 ADMIN_KEY_FILE = "admin.key"
+WORKER_NICE = 5
+"""Scheduling priority of the worker process and its runs, below the API's."""
 WATCHED_SUFFIXES = (".py", ".toml", ".json", ".yaml", ".yml", ".sql")
 
 
@@ -198,6 +200,9 @@ class Runtime:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         _die_with_parent()
+        # the runs this process starts inherit this: under a burst of triggers the API
+        # keeps answering and runs queue, instead of the API waiting on the runs' CPU
+        os.nice(WORKER_NICE)
         # connections are the parent's: this process opens its own
         self.store.engine.dispose(close=False)
         bridge = WakeBridge(self.store.notifier, self.home / "peers")
