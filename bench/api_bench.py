@@ -5,10 +5,16 @@ trigger-scoped key, then:
   a) wrk, 50 connections, POST /jobs/-trigger for the no-op job, each request
      creating a real run: requests/s and latency percentiles; then waits (bounded)
      until every run created has ended and reports how long the worker took;
-  b) `dlthub job trigger noop`, the official CLI, N times: wall time per call.
-Needs `wrk` (Debian package) on PATH. Writes bench/api_results.json.
+  b) with `hey` on PATH: 50 clients together offering a fixed rate (default 500
+     req/s, 10 per client), again each request a real run: the latency at that
+     rate. (wrk keeps every connection busy, so by Little's law its latency is
+     connections / throughput: p99 <= 50 ms with 50 busy connections would need
+     > 1000 req/s. A fixed offered rate is how a latency target is measured.)
+     Also the CPU each process spent per request (API, worker, launcher + runs);
+  c) `dlthub job trigger noop`, the official CLI, N times: wall time per call.
+Needs `wrk` and `hey` (Debian packages) on PATH. Writes bench/api_results.json.
 
-    python bench/api_bench.py [--duration 5] [--connections 50] [--cli-calls 5]
+    python bench/api_bench.py [--duration 5] [--connections 50] [--rate 500] [--cli-calls 5]
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--cli-calls", type=int, default=5)
+    ap.add_argument("--rate", type=int, default=500, help="offered req/s for the hey run")
+    ap.add_argument("--rate-duration", type=int, default=10)
     ap.add_argument("--out", default=str(HERE / "api_results.json"))
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -158,6 +166,11 @@ def main() -> int:
             "drain_after_load_s": round(drain, 1),
         }
 
+        if shutil.which("hey") is not None:
+            results["fixed_rate"] = fixed_rate(
+                url, ws_id, noop, key, server.pid, args, http, before + created
+            )
+
         env = {
             **os.environ,
             "RUNTIME__API_BASE_URL": url,
@@ -195,6 +208,102 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0
+
+
+def _cpu_ms(pid: int) -> float:
+    """CPU time of a process and of its reaped children, in ms."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> dict[int, str]:
+    out = {pid: "api"}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        out[int(child)] = "worker"
+        for grandchild in Path(f"/proc/{child}/task/{child}/children").read_text().split():
+            out[int(grandchild)] = "launcher+runs"
+    return out
+
+
+def fixed_rate(
+    url: str,
+    ws_id: str,
+    job_id: str,
+    key: str,
+    server_pid: int,
+    args: argparse.Namespace,
+    http: httpx.Client,
+    runs_before: int,
+) -> dict[str, object]:
+    """`hey`: args.connections clients offering args.rate req/s in all, for args.rate_duration s."""
+    procs = _tree(server_pid)
+    cpu_before = {p: _cpu_ms(p) for p in procs}
+    per_client = args.rate / args.connections
+    hey = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{args.rate_duration}s",
+            "-c",
+            str(args.connections),
+            "-q",
+            f"{per_client:g}",
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-H",
+            f"Authorization: Bearer {key}",
+            "-d",
+            json.dumps({"job_ids": [job_id]}),
+            f"{url}/api/v1/workspaces/{ws_id}/jobs/-trigger",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=args.rate_duration + 120,
+    )
+    print(hey.stdout)
+    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", hey.stdout)
+    done = sum(int(n) for _code, n in codes)
+    ok = sum(int(n) for code, n in codes if code.startswith("2"))
+    pct = dict(re.findall(r"^\s+(50|90|99)% in ([\d.]+) secs", hey.stdout, re.M))
+    # wait (bounded) for the runs to end, so the CPU of the runs is counted
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 600:
+        active = http.get(
+            f"/api/v1/workspaces/{ws_id}/job-runs",
+            params=[
+                ("limit", 1),
+                ("status", "pending"),
+                ("status", "starting"),
+                ("status", "running"),
+            ],
+        ).json()["total"]
+        if active == 0:
+            break
+        time.sleep(0.5)
+    drain = time.monotonic() - t0
+    time.sleep(1)
+    cpu: dict[str, float] = {}
+    for pid, role in procs.items():
+        try:
+            cpu[role] = cpu.get(role, 0.0) + _cpu_ms(pid) - cpu_before[pid]
+        except OSError:
+            pass
+    total = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()["total"]
+    return {
+        "offered_req_per_s": args.rate,
+        "clients": args.connections,
+        "duration_s": args.rate_duration,
+        "requests": done,
+        "ok": ok,
+        "achieved_req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", hey.stdout).group(1)),
+        "latency_s": {p: float(v) for p, v in pct.items()},
+        "runs_created": total - runs_before,
+        "drain_after_load_s": round(drain, 1),
+        "cpu_ms_per_request": {k: round(v / max(done, 1), 2) for k, v in cpu.items()},
+    }
 
 
 if __name__ == "__main__":

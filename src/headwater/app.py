@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 HOME_DIR = ".headwater"
 SERVER_FILE = "server.json"
 ADMIN_KEY_FILE = "admin.key"
-WORKER_NICE = 5
-"""Scheduling priority of the worker process and its runs, below the API's."""
+WORKER_NICE = 10
+"""Default scheduling priority of the worker process and its runs, below the API's."""
 WATCHED_SUFFIXES = (".py", ".toml", ".json", ".yaml", ".yml", ".sql")
 
 
@@ -83,9 +83,11 @@ class Runtime:
         max_parallel: int = 16,
         watch: bool = True,
         separate_worker: bool = True,
+        worker_nice: int = WORKER_NICE,
     ) -> None:
         self.workspace = workspace.resolve()
         self.separate_worker = separate_worker
+        self.worker_nice = worker_nice
         self._worker_pid: int | None = None
         self._bridge: WakeBridge | None = None
         self.home = self.workspace / HOME_DIR
@@ -202,7 +204,7 @@ class Runtime:
         _die_with_parent()
         # the runs this process starts inherit this: under a burst of triggers the API
         # keeps answering and runs queue, instead of the API waiting on the runs' CPU
-        os.nice(WORKER_NICE)
+        os.nice(self.worker_nice)
         # connections are the parent's: this process opens its own
         self.store.engine.dispose(close=False)
         bridge = WakeBridge(self.store.notifier, self.home / "peers")

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, insert, text
 
 from headwater.core.policy import TriggerStatus
 from headwater.core.states import RunStatus
+from headwater.store.db import make_engine
 from headwater.store.models import Cursor, ScheduleCursor
 from headwater.store.store import JobSpec, LogLine, RunRequest, Store
 
@@ -526,6 +527,47 @@ def test_concurrent_triggers_with_the_same_dedupe_key_give_one_run(store: Store,
     assert sum(not r.existing for r in results) == 1
     assert len({r.run["id"] for r in results}) == 1  # type: ignore[index]
     assert store.list_runs(ws, job_id=job["id"])[1] == 1
+
+
+def test_a_failing_trigger_in_a_combined_batch_fails_alone(store: Store, ws: str) -> None:
+    job = add_jobs(store, ws, job_spec("jobs.m.a", concurrency=None))["jobs.m.a"]
+    missing = {**job, "id": "no-such-job"}
+
+    def trigger(i: int) -> object:
+        try:
+            return store.create_run(run_request(missing if i % 5 == 0 else job, concurrency=None))
+        except KeyError as ex:
+            return ex
+
+    results = all_at_once(20, trigger)
+
+    assert sum(isinstance(r, KeyError) for r in results) == 4
+    runs, total = store.list_runs(ws, job_id=job["id"])
+    assert total == 16
+    assert sorted(r["number"] for r in runs) == list(range(1, 17))
+
+
+def test_two_stores_on_one_database_trigger_one_busy_job_once(
+    store: Store, ws: str, db_url: str
+) -> None:
+    """Two processes (here two engines) combine their triggers apart, and still exclude."""
+    job = add_jobs(store, ws, job_spec("jobs.m.a"))["jobs.m.a"]
+    other = Store(make_engine(db_url))
+    try:
+        results = all_at_once(
+            20, lambda i: (store if i % 2 else other).create_run(run_request(job, concurrency=1))
+        )
+    finally:
+        other.engine.dispose()
+
+    statuses = Counter(r.decision.status for r in results)
+    assert statuses == {
+        TriggerStatus.TRIGGERED: 1,
+        TriggerStatus.SKIPPED_CONCURRENCY_LIMIT: 19,
+    }
+    assert sorted(r["number"] for r in store.list_runs(ws, job_id=job["id"])[0]) == list(
+        range(1, 21)
+    )
 
 
 # -- transition -------------------------------------------------------------------------------

@@ -116,6 +116,15 @@ def up(
             help="Supervise runs in a second process, beside the API (faster under load).",
         ),
     ] = True,
+    worker_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="Niceness of the worker process and its runs: the API answers first when"
+            " runs use every core.",
+        ),
+    ] = 10,
 ) -> None:
     """Run everything on this machine: API, scheduler, event dispatcher and a worker."""
     import uvicorn
@@ -152,6 +161,7 @@ def up(
         max_parallel=max_parallel,
         watch=watch,
         separate_worker=separate_worker,
+        worker_nice=worker_nice,
     )
     runtime.start()
     out.print(f"[bold]Headwater[/bold] serving workspace [cyan]{workspace}[/cyan]")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -188,6 +189,16 @@ class TriggerResult:
     """True when the dedupe key named a run that already existed."""
 
 
+@dataclass
+class _QueuedTrigger:
+    req: RunRequest
+    now: datetime
+    dry_run: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    result: TriggerResult | None = None
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class LogLine:
     content: str
@@ -209,6 +220,10 @@ class Store:
         # job versions never change once written: every run start reads one
         self._versions: dict[str, dict[str, Any]] = {}
         self._jobs: dict[str, tuple[int, float, dict[str, Any]]] = {}
+        # triggers waiting for the combiner (see create_run)
+        self._queue: list[_QueuedTrigger] = []
+        self._queue_lock = threading.Lock()
+        self._combining = False
 
     # -- workspace -------------------------------------------------------------------------
 
@@ -554,89 +569,151 @@ class Store:
     def create_run(
         self, req: RunRequest, *, now: datetime | None = None, dry_run: bool = False
     ) -> TriggerResult:
-        """Decide a trigger and record its outcome in one transaction.
+        """Decide a trigger and record its outcome.
 
-        The job row is locked first (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE`),
-        so concurrent triggers of one job see each other's runs.
+        Each trigger is decided on facts read in the transaction that records it:
+        the job row is locked first (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE`), so
+        concurrent triggers of one job see each other's runs. Concurrent callers
+        are combined: the first records every trigger queued meanwhile in one
+        transaction, in order, while the others wait for their answer, so a burst
+        costs one commit and one lock hand-over per batch instead of per trigger.
         """
-        now = now or utcnow()
-        with write(self.engine) as conn:
-            job = conn.execute(_LOCK_JOB, {"b_id": req.job_id}).first()
-            if job is None:
-                raise KeyError(req.job_id)
-            if req.dedupe_key is not None:
-                prior = conn.execute(
-                    _PRIOR_RUN, {"b_job_id": req.job_id, "b_dedupe_key": req.dedupe_key}
-                ).first()
-                if prior is not None:
-                    return TriggerResult(
-                        policy.Decision(policy.TriggerStatus.TRIGGERED), _row(prior), existing=True
-                    )
-            active = 0
-            if req.concurrency is not None:  # an unlimited job needs no count
-                active = conn.execute(_COUNT_ACTIVE, {"b_job_id": req.job_id}).scalar_one()
-            decision = policy.decide(
-                policy.JobFacts(
-                    concurrency=req.concurrency,
-                    active_runs=int(active),
-                    is_paused=job.is_paused,
-                    is_archived=job.is_archived,
-                ),
-                req.trigger,
-            )
-            if dry_run:
-                return TriggerResult(decision, None)
-            if decision.status in (
-                policy.TriggerStatus.SKIPPED_PAUSED,
-                policy.TriggerStatus.SKIPPED_ARCHIVED,
-            ):
-                return TriggerResult(decision, None)
-            number = job.run_counter + 1
-            conn.execute(_SET_RUN_COUNTER, {"b_id": req.job_id, "b_number": number})
-            created = decision.creates_run
-            run = dict(
-                id=new_id(),
-                workspace_id=job.workspace_id,
-                job_id=req.job_id,
-                job_version_id=job.current_version_id,
-                number=number,
-                status=(RunStatus.PENDING if created else RunStatus.SKIPPED).value,
-                trigger=req.trigger,
-                profile=req.profile,
-                parameters=dict(req.parameters or {}),
-                refresh=req.refresh,
-                interval_start=req.interval_start,
-                interval_end=req.interval_end,
-                previous_run_id=req.previous_run_id,
-                triggered_by=req.triggered_by,
-                dedupe_key=req.dedupe_key,
-                reason=None if created else "; ".join(decision.reasons),
-                exit_code=None,
-                pipeline_name=job.pipeline_name,
-                timeout_s=req.timeout_s,
-                grace_period_s=req.grace_period_s,
-                cancel_requested=False,
-                worker_id=None,
-                pid=None,
-                pid_started=None,
-                launch_mode=None,
-                created_at=now,
-                updated_at=now,
-                started_at=None,
-                finished_at=None if created else now,
-            )
-            conn.execute(_INSERT_RUN, run)
-            self._event(
-                conn,
-                job.workspace_id,
-                "run.pending" if created else "run.skipped",
-                job_id=req.job_id,
-                run_id=run["id"],
-                now=now,
-                payload={"trigger": req.trigger, "job_ref": job.job_ref},
-            )
-        # the dispatcher acts on ended runs and deployments only (DISPATCHED_EVENTS)
-        self.notifier.notify(notify.RUNS)
+        item = _QueuedTrigger(req, now or utcnow(), dry_run)
+        with self._queue_lock:
+            self._queue.append(item)
+            combine = not self._combining
+            self._combining = True
+        if combine:
+            self._combine()
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def _combine(self) -> None:
+        """Record queued triggers until the queue is empty."""
+        batch: list[_QueuedTrigger] = []
+        try:
+            while True:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._combining = False
+                        return
+                self._record(batch)
+        except BaseException as ex:  # never leave a caller waiting
+            with self._queue_lock:
+                stranded, self._queue = self._queue, []
+                self._combining = False
+            for item in batch + stranded:
+                if not item.done.is_set():
+                    item.error = ex
+                    item.done.set()
+            raise
+
+    def _record(self, batch: list[_QueuedTrigger]) -> None:
+        try:
+            with write(self.engine) as conn:
+                results = [self._decide_and_record(conn, i.req, i.now, i.dry_run) for i in batch]
+            for item, result in zip(batch, results, strict=True):
+                item.result = result
+        except Exception:
+            if len(batch) == 1:
+                raise
+            # one trigger failed (a job gone, say): none of the batch was kept;
+            # record each alone, so only that one gets the error
+            for item in batch:
+                try:
+                    with write(self.engine) as conn:
+                        item.result = self._decide_and_record(
+                            conn, item.req, item.now, item.dry_run
+                        )
+                except Exception as ex:
+                    item.error = ex
+        finally:
+            self.notifier.notify(notify.RUNS)
+            for item in batch:
+                if item.result is not None or item.error is not None:
+                    item.done.set()
+
+    def _decide_and_record(
+        self, conn: Connection, req: RunRequest, now: datetime, dry_run: bool
+    ) -> TriggerResult:
+        job = conn.execute(_LOCK_JOB, {"b_id": req.job_id}).first()
+        if job is None:
+            raise KeyError(req.job_id)
+        if req.dedupe_key is not None:
+            prior = conn.execute(
+                _PRIOR_RUN, {"b_job_id": req.job_id, "b_dedupe_key": req.dedupe_key}
+            ).first()
+            if prior is not None:
+                return TriggerResult(
+                    policy.Decision(policy.TriggerStatus.TRIGGERED), _row(prior), existing=True
+                )
+        active = 0
+        if req.concurrency is not None:  # an unlimited job needs no count
+            active = conn.execute(_COUNT_ACTIVE, {"b_job_id": req.job_id}).scalar_one()
+        decision = policy.decide(
+            policy.JobFacts(
+                concurrency=req.concurrency,
+                active_runs=int(active),
+                is_paused=job.is_paused,
+                is_archived=job.is_archived,
+            ),
+            req.trigger,
+        )
+        if dry_run:
+            return TriggerResult(decision, None)
+        if decision.status in (
+            policy.TriggerStatus.SKIPPED_PAUSED,
+            policy.TriggerStatus.SKIPPED_ARCHIVED,
+        ):
+            return TriggerResult(decision, None)
+        number = job.run_counter + 1
+        conn.execute(_SET_RUN_COUNTER, {"b_id": req.job_id, "b_number": number})
+        created = decision.creates_run
+        run = dict(
+            id=new_id(),
+            workspace_id=job.workspace_id,
+            job_id=req.job_id,
+            job_version_id=job.current_version_id,
+            number=number,
+            status=(RunStatus.PENDING if created else RunStatus.SKIPPED).value,
+            trigger=req.trigger,
+            profile=req.profile,
+            parameters=dict(req.parameters or {}),
+            refresh=req.refresh,
+            interval_start=req.interval_start,
+            interval_end=req.interval_end,
+            previous_run_id=req.previous_run_id,
+            triggered_by=req.triggered_by,
+            dedupe_key=req.dedupe_key,
+            reason=None if created else "; ".join(decision.reasons),
+            exit_code=None,
+            pipeline_name=job.pipeline_name,
+            timeout_s=req.timeout_s,
+            grace_period_s=req.grace_period_s,
+            cancel_requested=False,
+            worker_id=None,
+            pid=None,
+            pid_started=None,
+            launch_mode=None,
+            created_at=now,
+            updated_at=now,
+            started_at=None,
+            finished_at=None if created else now,
+        )
+        conn.execute(_INSERT_RUN, run)
+        self._event(
+            conn,
+            job.workspace_id,
+            "run.pending" if created else "run.skipped",
+            job_id=req.job_id,
+            run_id=run["id"],
+            now=now,
+            payload={"trigger": req.trigger, "job_ref": job.job_ref},
+        )
         return TriggerResult(decision, run)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
