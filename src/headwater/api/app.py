@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater.api.auth import Authenticator
 from headwater.api.context import ApiContext
-from headwater.api.limits import BodyLimit
+from headwater.api.limits import BodyLimit, RejectNul
 from headwater.api.responses import ApiError, JSONBody, error_body
 from headwater.api.routes import (
     deployments,
@@ -41,6 +41,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     auth = Authenticator(ctx.store, ctx.ws_id)
     app.state.auth = auth
     app.add_middleware(BodyLimit)
+    app.add_middleware(RejectNul)
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, ex: ApiError) -> Response:
