@@ -16,8 +16,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater.api.auth import Authenticator
 from headwater.api.context import ApiContext
-from headwater.api.limits import BodyLimit
-from headwater.api.responses import ApiError, JSONBody, error_body
+from headwater.api.limits import BodyLimit, RejectNul
+from headwater.api.responses import (
+    ERROR_RESPONSES,
+    ApiError,
+    JSONBody,
+    document_errors,
+    error_body,
+)
 from headwater.api.routes import (
     deployments,
     jobs,
@@ -41,6 +47,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     auth = Authenticator(ctx.store, ctx.ws_id)
     app.state.auth = auth
     app.add_middleware(BodyLimit)
+    app.add_middleware(RejectNul)
+    document_errors(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, ex: ApiError) -> Response:
@@ -59,12 +67,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         detail = "; ".join(f"{x['key']}: {x['message']}" for x in extra) or "invalid request"
         return error_body(400, detail, "invalid_request", extra)
 
-    @app.get("/health", tags=["headwater"])
+    @app.exception_handler(Exception)
+    async def _server_error(_req: Request, _ex: Exception) -> Response:
+        # Starlette logs the traceback after this answer: it re-raises to the server
+        return error_body(
+            500, "internal server error; the server log has the details", "internal_error"
+        )
+
+    @app.get("/health", tags=["headwater"], responses=ERROR_RESPONSES)
     def health() -> Any:
         """No key needed: is the server up, and which workspace does it serve."""
         return {"status": "ok", "workspace_id": ctx.ws_id}
 
     routers = (workspace, jobs, runs, logs, keys, legacy, deployments, organizations, webhooks)
     for module in (*routers, workspace_variables):
-        app.include_router(module.router(ctx, auth))
+        app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app

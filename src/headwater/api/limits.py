@@ -1,17 +1,26 @@
-"""A request body limit, so a huge body gets a 413 instead of eating the server's memory."""
+"""Request limits the server checks before any route runs.
+
+`BodyLimit`: a huge body gets a 413 instead of eating the server's memory.
+`RejectNul`: a NUL (`%00`) in the URL's path or query gets a 400; no id, name or
+query value may hold one, and PostgreSQL text cannot.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from headwater.api.responses import dumps
+from headwater.api.responses import ApiError, dumps
 
 MAX_BODY = 1024 * 1024
 MAX_UPLOAD = 200 * 1024 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(ApiError):
+    """Raised while the body streams in: an `ApiError`, so the route's caller
+    (FastAPI reading the body, or a route reading it itself) answers our 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes", "payload_too_large")
 
 
 def _limit_for(path: str) -> int:
@@ -31,7 +40,7 @@ class BodyLimit:
         limit = _limit_for(scope["path"])
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit)
+            await _answer(send, BodyTooLarge(limit))
             return
         seen = 0
         started = False
@@ -42,7 +51,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: dict[str, Any]) -> None:
@@ -52,24 +61,38 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge as ex:
             if not started:
-                await _too_large(send, limit)
+                await _answer(send, ex)
 
 
-async def _too_large(send: Any, limit: int) -> None:
+class RejectNul:
+    """ASGI middleware: 400 when the decoded path or the query string holds a NUL."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string") or b""
+            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+                where = "path" if "\x00" in scope["path"] else "query"
+                detail = (
+                    f"the URL's {where} holds a NUL character (%00), which no id or name may hold"
+                )
+                await _answer(send, ApiError(400, detail, "invalid_request"))
+                return
+        await self.app(scope, receive, send)
+
+
+async def _answer(send: Any, ex: ApiError) -> None:
     body = dumps(
-        {
-            "code": "payload_too_large",
-            "detail": f"request body larger than {limit} bytes",
-            "extra": None,
-            "status_code": 413,
-        }
+        {"code": ex.code, "detail": ex.detail, "extra": ex.extra, "status_code": ex.status_code}
     )
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": ex.status_code,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

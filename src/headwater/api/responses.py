@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import HTTPException
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 
 class JSONBody(JSONResponse):
@@ -42,3 +43,41 @@ def error_body(status: int, detail: str, code: str, extra: Any = None) -> JSONBo
 
 MAX_INT = 2**31 - 1
 """Bound of integer query parameters: larger numbers get a 400, never a database overflow."""
+
+
+class ErrorResponse(BaseModel):
+    """What every 4xx and 5xx answer is: the dltHub API's `ErrorResponse`."""
+
+    code: str = Field(description="what went wrong, e.g. `job_not_found`, `invalid_request`")
+    detail: str = Field(description="for people: what went wrong, and where")
+    extra: Any = Field(
+        description="`null`, a list of `{key, message}` (which field is wrong), or `{reasons}`"
+    )
+    status_code: int = Field(description="the answer's HTTP status, repeated")
+
+
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Refused: bad input (400), no or unknown key (401), not allowed (403),"
+        " not found (404), wrong method (405), conflict (409), body too large (413)",
+        "content": _ERROR_CONTENT,
+    },
+    "5XX": {"description": "Server error", "content": _ERROR_CONTENT},
+}
+"""The error answers of every operation. Documented as ranges: FastAPI then leaves out its
+`422` (the server answers validation errors with a 400), and the log routes, whose 200 is
+not JSON, still document JSON errors."""
+
+
+def document_errors(app: FastAPI) -> None:
+    """Add `ErrorResponse` to the app's OpenAPI components, which `ERROR_RESPONSES` names."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
+from headwater.api.json_route import JSONRoute
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action
 from headwater.store.packages import PackageStore
@@ -54,7 +55,7 @@ def package_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["deployments"])
+    r = APIRouter(tags=["deployments"], route_class=JSONRoute)
     packages = ctx.packages
 
     def package(ws: str, kind: str, package_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent
+from headwater.api.json_route import JSONRoute
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action
 from headwater.workspace import triggers
@@ -33,7 +34,7 @@ class TriggerJobsRequest(BaseModel):
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["jobs"])
+    r = APIRouter(tags=["jobs"], route_class=JSONRoute)
     store = ctx.store
 
     @r.get("/api/v1/workspaces/{ws}/jobs")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
+from headwater.api.json_route import JSONRoute
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope
 
@@ -36,7 +37,7 @@ def key_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["headwater"])
+    r = APIRouter(tags=["headwater"], route_class=JSONRoute)
     admin = Depends(auth.require(Action.ADMIN))
 
     @r.get("/api/v1/workspaces/{ws}/api-keys")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent
+from headwater.api.json_route import JSONRoute
 from headwater.api.responses import ApiError
 from headwater.api.routes.jobs import TriggerJobsRequest, trigger_many
 from headwater.core.access import Action
@@ -54,7 +55,7 @@ def legacy_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["legacy"])
+    r = APIRouter(tags=["legacy"], route_class=JSONRoute)
 
     @r.post("/api/v1/workspaces/{ws}/scripts/trigger", status_code=201)
     def scripts_trigger(

@@ -21,19 +21,33 @@ from headwater.store.store import Store
 KEEP_ALIVE_S = 15.0
 
 
+class NDJSONResponse(Response):
+    """The stored log: one JSON object a line. The OpenAPI document names this media type."""
+
+    media_type = "application/x-ndjson"
+
+
+class EventStreamResponse(StreamingResponse):
+    """The live log as server-sent events. The OpenAPI document names this media type."""
+
+    media_type = "text/event-stream"
+
+
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     r = APIRouter(tags=["logs"])
 
-    @r.get("/logs/v1/workspaces/{ws}/job-runs/{run_id}/logs")
+    @r.get("/logs/v1/workspaces/{ws}/job-runs/{run_id}/logs", response_class=NDJSONResponse)
     def stored_logs(
         ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ_RUNS))
     ) -> Any:
         auth.check_run(p, ctx.run(ws, run_id))
         lines = ctx.store.read_logs(run_id, limit=1_000_000)
         body = b"".join(dumps(ser.log_line(line)) + b"\n" for line in lines)
-        return Response(body, media_type="application/x-ndjson")
+        return NDJSONResponse(body)
 
-    @r.get("/logs/v1/workspaces/{ws}/job-runs/{run_id}/log-stream")
+    @r.get(
+        "/logs/v1/workspaces/{ws}/job-runs/{run_id}/log-stream", response_class=EventStreamResponse
+    )
     async def log_stream(
         ws: str,
         run_id: str,
@@ -41,9 +55,8 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         p: Principal = Depends(auth.require(Action.READ_RUNS)),
     ) -> Any:
         auth.check_run(p, ctx.run(ws, run_id))
-        return StreamingResponse(
+        return EventStreamResponse(
             follow(ctx.store, run_id, request),
-            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 

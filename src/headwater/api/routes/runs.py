@@ -12,6 +12,7 @@ from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent
+from headwater.api.json_route import JSONRoute
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action, Scope
 from headwater.core.states import TERMINAL, RunStatus
@@ -38,7 +39,7 @@ class CancelJobRunsRequest(BaseModel):
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["job-runs"])
+    r = APIRouter(tags=["job-runs"], route_class=JSONRoute)
     store = ctx.store
 
     @r.get("/api/v1/workspaces/{ws}/job-runs")

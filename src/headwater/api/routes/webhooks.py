@@ -13,7 +13,6 @@ import hmac
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +20,7 @@ from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent
+from headwater.api.json_route import parse_json
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope, allows
 from headwater.workspace.launch import fire
@@ -47,10 +47,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     def process(ws: str, path: str, request: Request, body: bytes) -> Any:
         principal = _authenticate(request, body)
-        try:
-            payload = orjson.loads(body) if body.strip() else {}
-        except orjson.JSONDecodeError as ex:
-            raise ApiError(400, f"webhook body is not JSON: {ex}", "invalid_request") from ex
+        payload = parse_json(body, "webhook body") if body.strip() else {}
         parameters = payload if isinstance(payload, dict) else {"payload": payload}
         trigger = f"webhook:{path}"
         jobs, _ = ctx.store.list_jobs(ws, is_archived=False, limit=100_000)

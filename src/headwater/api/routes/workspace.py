@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
+from headwater.api.json_route import JSONRoute
 from headwater.api.responses import MAX_INT
 from headwater.core.access import Action
 
@@ -21,7 +22,7 @@ class UpdateWorkspaceRequest(BaseModel):
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["workspaces"])
+    r = APIRouter(tags=["workspaces"], route_class=JSONRoute)
 
     @r.get("/api/v1/workspaces/{ws}")
     def get_workspace(ws: str, _p: Principal = Depends(auth.require(Action.SEE_JOBS))) -> Any:

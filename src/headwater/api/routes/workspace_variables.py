@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
+from headwater.api.json_route import JSONRoute
 from headwater.api.responses import ApiError
 from headwater.core.access import Action
 from headwater.store.vault import WORKSPACE_SCOPE, VariableError
@@ -32,7 +33,7 @@ class UpdateVariablesRequest(BaseModel):
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["variables"])
+    r = APIRouter(tags=["variables"], route_class=JSONRoute)
     path = "/api/v1/workspaces/{ws}/variables"
 
     @r.get(path)
