@@ -383,6 +383,11 @@ class Store:
         with self.reader.connect() as conn:
             return _row(conn.execute(select(J).where(J.c.id == job_id)).first())
 
+    def published_job(self, public_secret: str) -> dict[str, Any] | None:
+        """The job published under `public_secret`, if any."""
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(J).where(J.c.public_secret == public_secret)).first())
+
     def get_job_version(self, version_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
             return _row(conn.execute(select(JV).where(JV.c.id == version_id)).first())
@@ -441,6 +446,52 @@ class Store:
         self.notifier.notify(notify.JOBS)
         return {**job, **values}
 
+    def set_published(self, job_id: str, published: bool) -> dict[str, Any] | None:
+        """Give the job a public secret (kept when it has one) or take it away."""
+        now = utcnow()
+        with write(self.engine) as conn:
+            job = _row(conn.execute(select(J).where(J.c.id == job_id)).first())
+            if job is None or (job["public_secret"] is not None) == published:
+                return job
+            values: dict[str, Any] = {
+                "public_secret": new_id() if published else None,
+                "updated_at": now,
+            }
+            conn.execute(update(J).where(J.c.id == job_id).values(**values))
+            self._event(
+                conn,
+                job["workspace_id"],
+                "job.published" if published else "job.unpublished",
+                job_id=job_id,
+                now=now,
+            )
+        return {**job, **values}
+
+    def set_workspace_archived(self, ws_id: str, archived: bool) -> dict[str, Any] | None:
+        """Archive the workspace (no trigger starts a run; history stays) or bring it back.
+
+        Archiving an archived workspace keeps its `archived_at`. Schedules are not made
+        up after an unarchive: their cursors restart from now, as after a resume.
+        """
+        now = utcnow()
+        with write(self.engine) as conn:
+            ws = _row(conn.execute(select(W).where(W.c.id == ws_id)).first())
+            if ws is None or (ws["archived_at"] is not None) == archived:
+                return ws
+            values: dict[str, Any] = {"archived_at": now if archived else None, "updated_at": now}
+            conn.execute(update(W).where(W.c.id == ws_id).values(**values))
+            if not archived:
+                jobs = select(J.c.id).where(J.c.workspace_id == ws_id).scalar_subquery()
+                conn.execute(update(SC).where(SC.c.job_id.in_(jobs)).values(last_tick=now))
+            self._event(
+                conn,
+                ws_id,
+                "workspace.archived" if archived else "workspace.unarchived",
+                now=now,
+            )
+        self.notifier.notify(notify.JOBS)
+        return {**ws, **values}
+
     def update_workspace(self, ws_id: str, **values: Any) -> dict[str, Any] | None:
         with write(self.engine) as conn:
             conn.execute(update(W).where(W.c.id == ws_id).values(updated_at=utcnow(), **values))
@@ -483,12 +534,16 @@ class Store:
                     .select_from(R)
                     .where(R.c.job_id == req.job_id, R.c.status.in_([s.value for s in ACTIVE]))
                 ).scalar_one()
+            ws_archived_at = conn.execute(
+                select(W.c.archived_at).where(W.c.id == job.workspace_id)
+            ).scalar()
             decision = policy.decide(
                 policy.JobFacts(
                     concurrency=req.concurrency,
                     active_runs=int(active),
                     is_paused=job.is_paused,
                     is_archived=job.is_archived,
+                    workspace_archived=ws_archived_at is not None,
                 ),
                 req.trigger,
             )
@@ -502,11 +557,21 @@ class Store:
             number = job.run_counter + 1
             conn.execute(update(J).where(J.c.id == req.job_id).values(run_counter=number))
             created = decision.creates_run
+            # the packages of the newest manifest version are the code and configuration
+            # runs start on (none: the workspace folder)
+            packages = conn.execute(
+                select(MV.c.code_package_id, MV.c.config_package_id)
+                .where(MV.c.workspace_id == job.workspace_id)
+                .order_by(MV.c.version.desc())
+                .limit(1)
+            ).first()
             run = dict(
                 id=new_id(),
                 workspace_id=job.workspace_id,
                 job_id=req.job_id,
                 job_version_id=job.current_version_id,
+                code_package_id=packages.code_package_id if packages else None,
+                config_package_id=packages.config_package_id if packages else None,
                 number=number,
                 status=(RunStatus.PENDING if created else RunStatus.SKIPPED).value,
                 trigger=req.trigger,
