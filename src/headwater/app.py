@@ -153,7 +153,12 @@ class Runtime:
             deploy=self.deploy_remote,
             variables=self.variables,
             webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
+            default_profile=self.default_profile,
         )
+
+    def default_profile(self) -> str:
+        """The profile dlt runs a run with when neither the run nor its job names one."""
+        return dlt_profile({}, {}, self._code_dir, self.worker.base_env)
 
     def start(self) -> None:
         lost = recover_lost_runs(self.store)
@@ -402,14 +407,20 @@ class Runtime:
     ) -> dict[str, Any]:
         from headwater.api import serialize as ser
 
-        base = self.url
+        base, profile = self.url, self.default_profile()
         succeeded, skipped = [], []
         for o in outcomes:
             job = {**o.job, "next_run_at": o.job.get("next_run_at")}
             previous = (
-                ser.job_version(o.previous_version, job, None) if o.previous_version else None
+                ser.job_version(o.previous_version, job, None, profile)
+                if o.previous_version
+                else None
             )
-            item = {"job": ser.job(job, base), "outcome": o.outcome, "previous_version": previous}
+            item = {
+                "job": ser.job(job, base, profile),
+                "outcome": o.outcome,
+                "previous_version": previous,
+            }
             (skipped if o.outcome == "unchanged" else succeeded).append(item)
         return {
             "job_receipt": {"succeeded": succeeded, "skipped": skipped, "failed": []},

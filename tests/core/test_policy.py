@@ -50,6 +50,8 @@ def facts(**overrides: object) -> st.SearchStrategy[JobFacts]:
         "active_runs": active_runs,
         "is_paused": st.booleans(),
         "is_archived": st.booleans(),
+        # an archived workspace overrides everything; the tests that want it say so
+        "workspace_archived": st.just(False),
     }
     fields.update({k: st.just(v) for k, v in overrides.items()})
     return st.builds(JobFacts, **fields)
@@ -149,11 +151,31 @@ def test_archived_job_always_skips(job: JobFacts, trigger: str) -> None:
 
 
 @SETTINGS
-@given(job=facts(), trigger=any_trigger)
-def test_run_is_created_only_when_nothing_stands_in_the_way(job: JobFacts, trigger: str) -> None:
+@given(job=facts(workspace_archived=True), trigger=any_trigger)
+def test_archived_workspace_always_skips_whatever_the_job(job: JobFacts, trigger: str) -> None:
+    decision = decide(job, trigger)
+    assert decision.status is TriggerStatus.SKIPPED_ARCHIVED
+    assert decision.status.value == "skipped_workspace_archived"
+    assert decision.reasons == ["workspace is archived; unarchive it to run jobs"]
+    assert not decision.creates_run
+
+
+@SETTINGS
+@given(job=facts(), archived=st.booleans(), trigger=any_trigger)
+def test_run_is_created_only_when_nothing_stands_in_the_way(
+    job: JobFacts, archived: bool, trigger: str
+) -> None:
+    job = JobFacts(
+        job.concurrency,
+        job.active_runs,
+        job.is_paused,
+        job.is_archived,
+        workspace_archived=archived,
+    )
     decision = decide(job, trigger)
     blocked = (
-        job.is_archived
+        job.workspace_archived
+        or job.is_archived
         or (job.is_paused and trigger_kind(trigger) in TIMED_TRIGGER_KINDS)
         or (job.concurrency is not None and job.active_runs >= job.concurrency)
     )

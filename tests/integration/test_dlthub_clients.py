@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import dlthub_sdk
+import dlthub_sdk.errors
+import httpx
 import pytest
 
 from tests.integration.harness import HERE, TERMINAL, Server, copy_workspace
@@ -44,6 +46,7 @@ JOBS = {
     "tagged_two",
     "greet",
     "where",
+    "yearly",
 }
 # `greet` reads it; `Job.start_run()` in the SDK cannot pass parameters, so the value
 # travels as workspace configuration (`.dlt/config.toml` -> the configuration package)
@@ -159,9 +162,9 @@ def test_dlthub_deploy_uploads_code_and_configuration_and_creates_the_jobs(
     out = clients.ok("deploy")
     assert "Synced changed workspace files" in out, out
     assert "Synced changed workspace configuration" in out, out
-    assert "14 added, 0 updated, 0 archived" in out, out
+    assert "15 added, 0 updated, 0 archived" in out, out
     jobs = clients.srv.jobs()
-    assert set(jobs) == JOBS | {"dashboard"}  # 13 from __deployment__.py + dlt's dashboard
+    assert set(jobs) == JOBS | {"dashboard"}  # 14 from __deployment__.py + dlt's dashboard
     assert jobs["dashboard"]["job_ref"] == "jobs.workspace.dashboard"
     (code,) = clients.versions("deployments")
     assert code["version"] == 1
@@ -194,11 +197,6 @@ def test_dlthub_deploy_of_an_edited_job_uploads_version_2_and_new_runs_use_it(
     assert clients.srv.user_output(run["id"]) == ["ok ran v2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: a job run's deployment_id/configuration_id are fixed placeholder ids"
-    " (uuid5 of the workspace), not the DeploymentResponse/ConfigurationResponse it ran on",
-)
 def test_a_run_names_the_deployment_and_configuration_it_ran_on(clients: Clients) -> None:
     srv = clients.srv
     run = srv.run(srv.runs("ok")[0]["id"])
@@ -208,6 +206,14 @@ def test_a_run_names_the_deployment_and_configuration_it_ran_on(clients: Clients
     config = srv.http.get(f"{srv.w}/configurations/{run['configuration_id']}")
     assert config.status_code == 200, config.text
     assert config.json()["id"] == clients.versions("configurations")[0]["id"]
+    # no profile asked, none in the job, none pinned: dlt runs it under `dev`
+    assert run["profile"] == run["job"]["profile"] == run["job_version"]["profile"] == "dev"
+    # every run names a stored code and configuration version (a run created before the
+    # second deploy names version 1)
+    codes = {v["id"] for v in clients.versions("deployments")}
+    configs = {v["id"] for v in clients.versions("configurations")}
+    for listed in srv.runs():
+        assert listed["deployment_id"] in codes and listed["configuration_id"] in configs
 
 
 # -- jobs and runs through the CLI ----------------------------------------------------------------
@@ -296,10 +302,22 @@ def test_dlthub_job_cancel_cancels_an_active_run(clients: Clients) -> None:
 
 
 def test_dlthub_job_pause_and_resume_flip_is_paused(clients: Clients) -> None:
-    clients.ok("job", "pause", "ok")
-    assert clients.srv.jobs()["ok"]["is_paused"] is True
-    assert clients.srv.jobs()["boom"]["is_paused"] is False  # only the selected job
-    clients.ok("job", "resume", "ok")
+    clients.srv.wait_for(
+        lambda: clients.srv.jobs()["yearly"]["next_scheduled_run_at"], 10, "next run"
+    )
+    clients.ok("job", "pause", "yearly")
+    assert clients.srv.jobs()["yearly"]["is_paused"] is True
+    assert clients.srv.jobs()["ok"]["is_paused"] is False  # only the selected job
+    clients.ok("job", "resume", "yearly")
+    assert clients.srv.jobs()["yearly"]["is_paused"] is False
+
+
+def test_dlthub_job_pause_of_a_job_without_a_schedule_reports_the_400(clients: Clients) -> None:
+    proc = clients.dlthub("job", "pause", "ok")
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "has no next scheduled run to pause" in out, out
+    assert "[job_not_scheduled]" in out, out
     assert clients.srv.jobs()["ok"]["is_paused"] is False
 
 
@@ -307,8 +325,90 @@ def test_dlthub_workspace_info_names_the_workspace(clients: Clients) -> None:
     name = clients.srv.get(clients.srv.w)["name"]
     out = clients.ok("workspace", "info")
     assert f"Workspace: {name} {clients.srv.ws_id}" in out, out
-    assert "registered jobs: 14" in out, out
+    assert "registered jobs: 15" in out, out
     assert "Current deployment version: 2" in out, out
+
+
+def test_dlthub_job_publish_refuses_a_batch_job_and_publishes_the_dashboard(
+    clients: Clients,
+) -> None:
+    refused = clients.dlthub("job", "publish", "ok")
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    out = refused.stdout + refused.stderr
+    assert "only interactive jobs (notebooks, apps) can be published" in out, out
+    assert "[job_not_interactive]" in out, out
+    assert clients.srv.jobs()["ok"]["public_url"] is None
+    with dlthub_sdk.connect(token=clients.admin, base_url=clients.srv.url) as runtime:
+        ws = runtime.workspaces.get(id=clients.srv.ws_id)
+        dashboard = ws.jobs.get_by_ref("jobs.workspace.dashboard")
+        published = dashboard.publish()
+        assert published.public_url and published.public_url.startswith(clients.srv.url)
+        job = clients.srv.jobs()["dashboard"]
+        assert job["public_url"] == published.public_url
+        assert job["public_url"].endswith(f"/p/{job['public_secret']}")
+        # the link is this server's; it says that interactive jobs are not served yet
+        page = clients.srv.http.get(job["public_url"], headers={"Authorization": ""})
+        assert page.status_code == 501 and page.json()["code"] == "not_served"
+        again = ws.jobs.get_by_ref("jobs.workspace.dashboard").publish()
+        assert again.public_url == published.public_url  # publishing twice keeps the link
+    out = clients.ok("job", "unpublish", "dashboard")
+    assert "disabled successfully" in out, out
+    job = clients.srv.jobs()["dashboard"]
+    assert job["public_url"] is None and job["public_secret"] is None
+    assert clients.srv.http.get(published.public_url).status_code == 404
+
+
+def test_a_second_workspace_cannot_be_created_and_the_region_is_this_server(
+    clients: Clients,
+) -> None:
+    # the CLI itself refuses to create a workspace with a workspace (service) key
+    proc = clients.dlthub("workspace", "connect", "--create", "another")
+    assert proc.returncode != 0
+    assert "A workspace API key cannot create workspaces" in proc.stdout + proc.stderr
+    with dlthub_sdk.connect(token=clients.admin, base_url=clients.srv.url) as runtime:
+        (org,) = runtime.organizations.list()
+        with pytest.raises(dlthub_sdk.errors.Conflict) as refused:
+            runtime.workspaces.create(name="another", organization_id=org.id)
+        assert refused.value.code == "single_workspace_server"
+        assert "serves exactly one workspace" in str(refused.value)
+        assert org.set_dataplane(dataplane_id="headwater").id == org.id
+        with pytest.raises(dlthub_sdk.errors.BadRequest) as other:
+            org.set_dataplane(dataplane_id="eu-central")
+        assert other.value.code == "region_already_set"
+        assert "cannot be changed to 'eu-central'" in str(other.value)
+
+
+def test_an_archived_workspace_starts_no_run_until_unarchived(clients: Clients) -> None:
+    srv = clients.srv
+    clients.settle()
+    before = len(srv.runs())
+    key = srv.cli("key", "create", "--name", "ops", "--scope", "trigger").stdout.strip()
+    denied = httpx.post(
+        f"{srv.url}{srv.w}/-archive", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    assert denied.status_code == 403, denied.text
+    with dlthub_sdk.connect(token=clients.admin, base_url=srv.url) as runtime:
+        ws = runtime.workspaces.get(id=srv.ws_id)
+        try:
+            archived = ws.archive()
+            assert archived.archived_at is not None
+            (result,) = ws.jobs.trigger(refs=["jobs.__deployment__.ok"])
+            assert not result.started
+            assert result.status == "skipped_workspace_archived"
+            assert result.reasons == ("workspace is archived; unarchive it to run jobs",)
+            with pytest.raises(dlthub_sdk.errors.Conflict) as refused:
+                ws.jobs.get_by_ref("jobs.__deployment__.ok").start_run()
+            assert refused.value.code == "skipped_workspace_archived"
+            out = clients.ok("job", "trigger", "ok")
+            assert "0 job(s) triggered, 1 skipped" in out, out
+            assert len(srv.runs()) == before
+        finally:
+            unarchived = ws.unarchive()
+        assert unarchived.archived_at is None
+        (result,) = ws.jobs.trigger(refs=["jobs.__deployment__.ok"])
+        assert result.started
+    srv.wait_run(str(result.job_run_id))
+    clients.settle()
 
 
 # -- the SDK --------------------------------------------------------------------------------------

@@ -64,8 +64,7 @@ def test_runtime_settings_set_as_variables_reach_forked_runs(tmp_path: Path) -> 
         beacon.shutdown()
 
 
-def test_a_forked_run_uses_its_own_profile(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
+def profile_workspace(ws: Path) -> Path:
     (ws / ".dlt").mkdir(parents=True)
     (ws / ".dlt" / ".workspace").touch()
     (ws / "__deployment__.py").write_text(
@@ -73,12 +72,34 @@ def test_a_forked_run_uses_its_own_profile(tmp_path: Path) -> None:
         "    from dlt._workspace._workspace_context import active\n\n"
         "    print(f'dlt profile={active().profile}')\n\n\n__all__ = ['prof']\n"
     )
-    srv = Server(ws).start()
+    return ws
+
+
+def test_a_forked_run_uses_its_own_profile(tmp_path: Path) -> None:
+    srv = Server(profile_workspace(tmp_path / "ws")).start()
     try:
         prod = srv.wait_run(srv.start_run("prof", profile="prod")["id"])
         plain = srv.wait_run(srv.start_run("prof")["id"])
         assert prod["launch_mode"] == plain["launch_mode"] == "fork"
         assert "dlt profile=prod" in srv.user_output(prod["id"])
         assert "dlt profile=dev" in srv.user_output(plain["id"])
+        # each run answers the profile dlt ran it with, as does the job
+        assert (prod["profile"], plain["profile"]) == ("prod", "dev")
+        assert plain["job"]["profile"] == srv.jobs()["prof"]["profile"] == "dev"
+    finally:
+        srv.stop()
+
+
+def test_a_pinned_profile_is_what_runs_without_one_answer(tmp_path: Path) -> None:
+    ws = profile_workspace(tmp_path / "ws")
+    (ws / ".dlt" / "profile-name").write_text("qa\n")
+    srv = Server(ws).start()
+    try:
+        pinned = srv.wait_run(srv.start_run("prof")["id"])
+        assert "dlt profile=qa" in srv.user_output(pinned["id"])
+        assert pinned["profile"] == pinned["job"]["profile"] == "qa"
+        prod = srv.wait_run(srv.start_run("prof", profile="prod")["id"])
+        assert "dlt profile=prod" in srv.user_output(prod["id"])
+        assert (prod["profile"], prod["job"]["profile"]) == ("prod", "qa")
     finally:
         srv.stop()

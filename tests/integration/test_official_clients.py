@@ -57,7 +57,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 def test_dlthub_deploy_uploads_once_and_reconciles_jobs(env: Env) -> None:
     first = env.dlthub("deploy")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "14 added" in first.stdout
+    assert "15 added" in first.stdout
     again = env.dlthub("deploy")
     assert again.returncode == 0 and "0 added, 0 updated" in again.stdout
     versions = env.srv.get(f"{env.srv.w}/deployments")["total"]
@@ -102,12 +102,12 @@ def test_dlthub_follows_a_failing_run_and_cancels_an_active_one(env: Env) -> Non
 
 
 def test_dlthub_pause_resume_and_workspace_info(env: Env) -> None:
-    assert env.dlthub("job", "pause", "ok").returncode == 0
-    assert env.srv.jobs()["ok"]["is_paused"] is True
-    assert env.dlthub("job", "resume", "ok").returncode == 0
-    assert env.srv.jobs()["ok"]["is_paused"] is False
+    assert env.dlthub("job", "pause", "yearly").returncode == 0
+    assert env.srv.jobs()["yearly"]["is_paused"] is True
+    assert env.dlthub("job", "resume", "yearly").returncode == 0
+    assert env.srv.jobs()["yearly"]["is_paused"] is False
     info = env.dlthub("workspace", "info")
-    assert info.returncode == 0 and "registered jobs: 14" in info.stdout, info.stdout
+    assert info.returncode == 0 and "registered jobs: 15" in info.stdout, info.stdout
 
 
 def test_trigger_key_triggers_but_cannot_deploy(env: Env) -> None:

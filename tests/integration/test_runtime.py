@@ -264,19 +264,27 @@ def test_cli_ambiguous_or_unknown_ref_is_a_clear_error(server: Server) -> None:
 
 
 def test_cli_pause_resume_and_runs(server: Server) -> None:
-    server.cli("job", "pause", "jobs.__deployment__.ok")
-    assert server.jobs()["ok"]["is_paused"] is True
-    # a paused job's manual triggers still work
-    run = server.wait_run(server.start_run("ok")["id"])
+    server.cli("job", "pause", "jobs.__deployment__.yearly")
+    assert server.jobs()["yearly"]["is_paused"] is True
+    # a paused job's manual triggers still work (by id, a job fires its default trigger:
+    # the paused schedule)
+    started = server.post(
+        f"{server.w}/job-runs", json={"job_id": server.job_id("yearly"), "trigger": "manual:"}
+    )
+    run = server.wait_run(started["id"])
     assert run["status"] == "completed"
-    server.cli("job", "resume", "ok")
-    assert server.jobs()["ok"]["is_paused"] is False
-    listing = server.cli("run", "ls", "--job", "ok", "--status", "completed").stdout
+    server.cli("job", "resume", "yearly")
+    assert server.jobs()["yearly"]["is_paused"] is False
+    listing = server.cli("run", "ls", "--job", "yearly", "--status", "completed").stdout
     assert run["id"] in listing
     shown = server.cli("run", "show", run["id"]).stdout
     assert "completed" in shown and run["id"] in shown
     logs = server.cli("run", "logs", run["id"]).stdout
-    assert "ok ran" in logs
+    assert "yearly ran" in logs
+    # a job without a schedule has nothing to pause: the CLI prints the server's reason
+    refused = server.cli("job", "pause", "ok", check=False)
+    assert refused.returncode != 0
+    assert "has no next scheduled run to pause" in " ".join(refused.stderr.split())
 
 
 def test_cli_cancel_and_follow(server: Server) -> None:
@@ -290,3 +298,90 @@ def test_cli_cancel_and_follow(server: Server) -> None:
 def test_deploy_reports_unchanged_manifest(server: Server) -> None:
     out = server.cli("deploy").stdout
     assert "unchanged" in out
+
+
+ERROR_KEYS = {"code", "detail", "extra", "status_code"}
+
+
+def test_pause_needs_a_next_scheduled_run_and_is_idempotent(server: Server) -> None:
+    # the scheduler sets the next run soon after the start or a resume
+    server.wait_for(lambda: server.jobs()["yearly"]["next_scheduled_run_at"], 10, "next run")
+    jobs = server.jobs()
+    yearly, ok = jobs["yearly"], jobs["ok"]
+    assert ok["next_scheduled_run_at"] is None
+    for _ in range(2):  # pausing a paused job answers it again
+        paused = server.post(f"{server.w}/jobs/{yearly['id']}/-pause")
+        assert paused["is_paused"] is True
+    assert server.post(f"{server.w}/jobs/{yearly['id']}/-resume")["is_paused"] is False
+    refused = server.http.post(f"{server.w}/jobs/{ok['id']}/-pause")
+    assert refused.status_code == 400
+    body = refused.json()
+    assert set(body) == ERROR_KEYS and body["status_code"] == 400
+    assert body["code"] == "job_not_scheduled"
+    assert body["detail"].startswith("job jobs.__deployment__.ok has no next scheduled run")
+    assert server.jobs()["ok"]["is_paused"] is False
+    server.post(f"{server.w}/jobs/{yearly['id']}/-archive")
+    try:
+        archived = server.http.post(f"{server.w}/jobs/{yearly['id']}/-pause")
+        assert archived.status_code == 400 and archived.json()["code"] == "job_archived"
+    finally:
+        server.post(f"{server.w}/jobs/{yearly['id']}/-unarchive")
+
+
+def test_an_archived_workspace_answers_skips_and_409s(server: Server) -> None:
+    org = server.get("/api/v1/organizations")["items"][0]["id"]
+    listing = f"/api/v1/organizations/{org}/workspaces"
+    archived = server.post(f"{server.w}/-archive")
+    try:
+        assert archived["archived_at"] is not None and archived["id"] == server.ws_id
+        again = server.post(f"{server.w}/-archive")
+        assert again["archived_at"] == archived["archived_at"]
+        assert server.get(server.w)["archived_at"] == archived["archived_at"]
+        assert server.get(listing)["items"] == []
+        (listed,) = server.get(listing, params={"include_archived": "true"})["items"]
+        assert listed["archived_at"] == archived["archived_at"]
+        job_id = server.job_id("ok")
+        answer = server.post(f"{server.w}/jobs/-trigger", json={"job_ids": [job_id]})
+        assert answer["succeeded"] == [] and answer["failed"] == []
+        (skipped,) = answer["skipped"]
+        assert skipped["status"] == "skipped_workspace_archived"
+        assert skipped["job_run_id"] is None
+        refused = server.http.post(f"{server.w}/job-runs", json={"job_id": job_id})
+        assert refused.status_code == 409
+        body = refused.json()
+        assert set(body) == ERROR_KEYS and body["code"] == "skipped_workspace_archived"
+        assert "workspace is archived" in body["detail"]
+        assert body["extra"] == {"reasons": ["workspace is archived; unarchive it to run jobs"]}
+    finally:
+        back = server.post(f"{server.w}/-unarchive")
+    assert back["archived_at"] is None
+    assert len(server.get(listing)["items"]) == 1
+    run = server.start_run("ok")
+    assert server.wait_run(run["id"])["status"] == "completed"
+
+
+def test_creating_a_workspace_is_refused_on_a_one_workspace_server(server: Server) -> None:
+    org = server.get("/api/v1/organizations")["items"][0]["id"]
+    refused = server.http.post(
+        f"/api/v1/organizations/{org}/workspaces", json={"name": "two", "description": None}
+    )
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "single_workspace_server"
+    same = server.http.post(
+        f"/api/v1/organizations/{org}/-set-region", json={"dataplane_id": "headwater"}
+    )
+    assert same.status_code == 200 and same.json()["dataplane_id"] == "headwater"
+
+
+def test_a_run_of_the_workspace_folder_names_stable_stand_ins_and_dlts_profile(
+    server: Server,
+) -> None:
+    first = server.wait_run(server.start_run("where")["id"])
+    second = server.wait_run(server.start_run("where")["id"])
+    # no package was uploaded: the ids are the same stand-ins for every run
+    assert first["deployment_id"] == second["deployment_id"]
+    assert first["configuration_id"] == second["configuration_id"]
+    assert server.get(f"{server.w}/deployments")["total"] == 0
+    # no profile asked, none in the job, none pinned: dlt runs it under `dev`
+    assert first["profile"] == first["job"]["profile"] == "dev"
+    assert server.jobs()["where"]["profile"] == "dev"

@@ -6,6 +6,7 @@ import hashlib
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -1022,3 +1023,75 @@ def test_resuming_a_job_restarts_its_schedules_from_now(store: Store, ws: str) -
 
     (tick,) = store.schedule_cursors().values()
     assert abs(tick - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+# -- packages a run uses, archived workspaces, published jobs ---------------------------------
+
+
+def test_a_run_records_the_packages_of_the_newest_manifest_version(store: Store, ws: str) -> None:
+    spec = job_spec("jobs.m.a")
+    job = add_jobs(store, ws, spec)["jobs.m.a"]
+    local = store.create_run(run_request(job)).run
+    assert local is not None  # the workspace folder: no packages
+    assert (local["code_package_id"], local["config_package_id"]) == (None, None)
+    store.transition(local["id"], RunStatus.CANCELLED)
+
+    manifest, digest = manifest_of(spec)
+    store.deploy(ws, manifest, digest, [], [spec], MODULE, code_package_id="c1")
+    store.deploy(
+        ws, manifest, digest, [], [spec], MODULE, code_package_id="c2", config_package_id="k1"
+    )
+    run = store.create_run(run_request(job)).run
+    assert run is not None
+    assert (run["code_package_id"], run["config_package_id"]) == ("c2", "k1")
+    assert store.get_run(run["id"]) == run
+    # runs created before keep what they were created on
+    assert store.get_run(local["id"])["code_package_id"] is None  # type: ignore[index]
+
+
+def test_an_archived_workspace_starts_no_run_until_unarchived(store: Store, ws: str) -> None:
+    job = add_jobs(store, ws, job_spec("jobs.m.a", triggers=("schedule:0 6 * * *",)))["jobs.m.a"]
+    store.advance_schedule(job["id"], "schedule:0 6 * * *", T0 - timedelta(days=3))
+    before = store.last_event_id()
+
+    archived = store.set_workspace_archived(ws, True)
+    assert archived is not None and archived["archived_at"] is not None
+    # archiving again changes nothing, not even the moment it was archived
+    again = store.set_workspace_archived(ws, True)
+    assert again is not None and again["archived_at"] == archived["archived_at"]
+    assert store.get_workspace(ws)["archived_at"] == archived["archived_at"]  # type: ignore[index]
+
+    for trigger in ("manual:jobs.m.a", "schedule:0 6 * * *", "job.success:jobs.m.b"):
+        refused = store.create_run(run_request(job, trigger))
+        assert refused.decision.status is TriggerStatus.SKIPPED_ARCHIVED
+        assert refused.decision.reasons == ["workspace is archived; unarchive it to run jobs"]
+        assert refused.run is None
+    dry = store.create_run(run_request(job), dry_run=True)
+    assert dry.decision.status is TriggerStatus.SKIPPED_ARCHIVED
+    assert store.list_runs(ws)[1] == 0
+
+    back = store.set_workspace_archived(ws, False)
+    assert back is not None and back["archived_at"] is None
+    # schedule ticks missed while archived are not made up: the cursor restarts from now
+    (cursor,) = store.schedule_cursors().values()
+    assert cursor > T0
+    assert store.create_run(run_request(job)).decision.status is TriggerStatus.TRIGGERED
+    assert event_kinds(store, before)[:2] == ["workspace.archived", "workspace.unarchived"]
+
+
+def test_publishing_gives_a_job_one_secret_until_unpublished(store: Store, ws: str) -> None:
+    job = add_jobs(store, ws, job_spec("jobs.m.a"))["jobs.m.a"]
+    assert job["public_secret"] is None
+
+    published = store.set_published(job["id"], True)
+    assert published is not None
+    secret = published["public_secret"]
+    assert secret is not None and str(uuid.UUID(secret)) == secret
+    assert store.set_published(job["id"], True)["public_secret"] == secret  # type: ignore[index]
+    assert store.published_job(secret)["id"] == job["id"]  # type: ignore[index]
+
+    unpublished = store.set_published(job["id"], False)
+    assert unpublished is not None and unpublished["public_secret"] is None
+    assert store.get_job(job["id"])["public_secret"] is None  # type: ignore[index]
+    assert store.published_job(secret) is None
+    assert store.set_published("no-such-job", True) is None

@@ -30,6 +30,8 @@ class ApiContext:
     variables: VariableStore
     webhook_secret: Callable[[], str | None] = lambda: None
     """The secret webhook senders sign bodies with (HMAC-SHA256), if one is set."""
+    default_profile: Callable[[], str] = lambda: ser.DEFAULT_PROFILE
+    """The profile dlt picks for a run that names none and whose job names none."""
 
     def check_ws(self, ws: str) -> None:
         if ws != self.ws_id:
@@ -49,10 +51,20 @@ class ApiContext:
             raise ApiError(404, f"no job run {run_id!r} in this workspace", "job_run_not_found")
         return run
 
+    def job_view(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A JobResponse."""
+        return ser.job(job, self.base_url(), self.default_profile())
+
+    def run_view(self, run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+        """A JobRunResponse, with the profile dlt runs it with."""
+        version = self.store.get_job_version(run["job_version_id"])
+        job_def = (version or job)["definition"]
+        profile = ser.run_profile(run, job_def, self.default_profile())
+        return ser.run(run, self.base_url(), job["job_ref"], profile)
+
     def detailed_job(self, job: dict[str, Any], latest: dict[str, Any] | None) -> dict[str, Any]:
-        base = self.base_url()
-        out = ser.job(job, base)
-        out["latest_job_run"] = ser.run(latest, base, job["job_ref"]) if latest else None
+        out = self.job_view(job)
+        out["latest_job_run"] = self.run_view(latest, job) if latest else None
         out["current_version"] = None
         out["recent_job_runs"] = None
         out["downstream_job_runs"] = None
@@ -64,4 +76,4 @@ class ApiContext:
         job = job or self.store.get_job(run["job_id"])
         assert job is not None
         version = self.store.get_job_version(run["job_version_id"])
-        return ser.detailed_run(run, job, version, self.base_url())
+        return ser.detailed_run(run, job, version, self.base_url(), self.default_profile())

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from dlt._workspace.deployment._job_ref import short_name
+from dlt._workspace.profile import DEFAULT_PROFILE
 
 SYSTEM_NS = uuid.UUID("6f1d8f3e-9c1e-4a8b-9a0e-7f4c2b1d5e60")
 
@@ -28,6 +29,11 @@ def job_page(base_url: str, ws_id: str, job_id: str) -> str:
 
 def run_page(base_url: str, ws_id: str, run_id: str) -> str:
     return f"{base_url}/w/{ws_id}/runs/{run_id}"
+
+
+def public_page(base_url: str, public_secret: str) -> str:
+    """A published job's public link; the secret in it is the only credential."""
+    return f"{base_url}/p/{public_secret}"
 
 
 def duration(run: dict[str, Any]) -> float | None:
@@ -50,7 +56,7 @@ def workspace(ws: dict[str, Any], base_url: str, manifest: dict[str, Any]) -> di
         "dataplane_url": base_url,
         "created_at": ws["created_at"],
         "updated_at": ws["updated_at"],
-        "archived_at": None,
+        "archived_at": ws.get("archived_at"),
         "is_playground": False,
         "predefined_profiles": {},
         "path": ws["path"],
@@ -58,12 +64,20 @@ def workspace(ws: dict[str, Any], base_url: str, manifest: dict[str, Any]) -> di
     }
 
 
-def job_profile(job_def: dict[str, Any]) -> str:
-    return str((job_def.get("require") or {}).get("profile") or "default")
+def job_profile(job_def: dict[str, Any], default: str = DEFAULT_PROFILE) -> str:
+    """The job's profile (`require.profile`), else the one dlt picks for a run without one
+    (`default`: the server's `WORKSPACE__PROFILE`, the code's pinned profile, or `dev`)."""
+    return str((job_def.get("require") or {}).get("profile") or default)
 
 
-def job(j: dict[str, Any], base_url: str) -> dict[str, Any]:
+def run_profile(r: dict[str, Any], job_def: dict[str, Any], default: str = DEFAULT_PROFILE) -> str:
+    """The profile dlt runs the run with: the run's own, else its job's, else `default`."""
+    return str(r.get("profile") or job_profile(job_def, default))
+
+
+def job(j: dict[str, Any], base_url: str, default_profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
     d = j["definition"]
+    secret = j.get("public_secret")
     return {
         "id": j["id"],
         "job_ref": j["job_ref"],
@@ -72,8 +86,8 @@ def job(j: dict[str, Any], base_url: str) -> dict[str, Any]:
         "job_definition_engine_version": d.get("engine_version", 2),
         "job_definition_hash": j["definition_hash"],
         "job_url": job_page(base_url, j["workspace_id"], j["id"]),
-        "public_url": None,
-        "profile": job_profile(d),
+        "public_url": public_page(base_url, secret) if secret else None,
+        "profile": job_profile(d, default_profile),
         "version": j["version"],
         "workspace_id": j["workspace_id"],
         "created_at": j["created_at"],
@@ -89,13 +103,18 @@ def job(j: dict[str, Any], base_url: str) -> dict[str, Any]:
         "next_scheduled_run_at": j["next_run_at"],
         "interval_start": None,
         "interval_end": None,
-        "public_secret": None,
+        "public_secret": secret,
         "is_paused": j["is_paused"],
         "is_archived": j["is_archived"],
     }
 
 
-def job_version(v: dict[str, Any], j: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+def job_version(
+    v: dict[str, Any],
+    j: dict[str, Any],
+    timeout_s: float | None,
+    default_profile: str = DEFAULT_PROFILE,
+) -> dict[str, Any]:
     d = v["definition"]
     return {
         "id": v["id"],
@@ -105,7 +124,7 @@ def job_version(v: dict[str, Any], j: dict[str, Any], timeout_s: float | None) -
         "job_definition": d,
         "job_definition_engine_version": d.get("engine_version", 2),
         "job_definition_hash": v["definition_hash"],
-        "profile": job_profile(d),
+        "profile": job_profile(d, default_profile),
         "version": v["version"],
         "created_at": v["created_at"],
         "created_by": system_id("user", "headwater"),
@@ -115,17 +134,22 @@ def job_version(v: dict[str, Any], j: dict[str, Any], timeout_s: float | None) -
     }
 
 
-def run(r: dict[str, Any], base_url: str, job_ref: str | None = None) -> dict[str, Any]:
+def run(
+    r: dict[str, Any], base_url: str, job_ref: str | None = None, profile: str | None = None
+) -> dict[str, Any]:
+    """`profile`: the one dlt runs it with (`run_profile`); without it, the run's own or
+    dlt's default."""
     ws = r["workspace_id"]
     return {
         "id": r["id"],
         "number": r["number"],
         "status": r["status"],
         "trigger": r["trigger"],
-        "profile": r["profile"] or "default",
+        "profile": profile or r["profile"] or DEFAULT_PROFILE,
         "workspace_id": ws,
-        "configuration_id": system_id("configuration", ws),
-        "deployment_id": system_id("deployment", ws),
+        # the packages it was created on; a workspace folder has stable stand-ins
+        "configuration_id": r.get("config_package_id") or system_id("configuration", ws),
+        "deployment_id": r.get("code_package_id") or system_id("deployment", ws),
         "job_version_id": r["job_version_id"],
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
@@ -152,11 +176,16 @@ def run(r: dict[str, Any], base_url: str, job_ref: str | None = None) -> dict[st
 
 
 def detailed_run(
-    r: dict[str, Any], j: dict[str, Any], v: dict[str, Any] | None, base_url: str
+    r: dict[str, Any],
+    j: dict[str, Any],
+    v: dict[str, Any] | None,
+    base_url: str,
+    default_profile: str = DEFAULT_PROFILE,
 ) -> dict[str, Any]:
-    out = run(r, base_url, j["job_ref"])
-    out["job"] = job(j, base_url)
-    out["job_version"] = job_version(v or _version_of(j), j, r["timeout_s"])
+    v = v or _version_of(j)
+    out = run(r, base_url, j["job_ref"], run_profile(r, v["definition"], default_profile))
+    out["job"] = job(j, base_url, default_profile)
+    out["job_version"] = job_version(v, j, r["timeout_s"], default_profile)
     out["downstream_job_runs"] = None
     return out
 

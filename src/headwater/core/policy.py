@@ -17,6 +17,8 @@ class TriggerStatus(StrEnum):
     SKIPPED_PAUSED = "skipped_paused"
     SKIPPED_CONCURRENCY_LIMIT = "skipped_concurrency_limit"
     SKIPPED_ARCHIVED = "skipped_workspace_archived"
+    """The workspace is archived, or the job is: the API has no status of its own for
+    an archived job, so both answer this one and tell them apart by their reasons."""
 
 
 TIMED_TRIGGER_KINDS = frozenset({"schedule", "every", "once"})
@@ -32,6 +34,8 @@ class JobFacts:
     active_runs: int
     is_paused: bool = False
     is_archived: bool = False
+    workspace_archived: bool = False
+    """The job's workspace is archived: nothing of it runs until it is unarchived."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ def trigger_kind(trigger: str) -> str:
 
 def decide(facts: JobFacts, trigger: str) -> Decision:
     """Whether a trigger creates a run, or why it does not."""
+    if facts.workspace_archived:
+        return Decision(
+            TriggerStatus.SKIPPED_ARCHIVED, ["workspace is archived; unarchive it to run jobs"]
+        )
     if facts.is_archived:
         return Decision(TriggerStatus.SKIPPED_ARCHIVED, ["job is archived"])
     if facts.is_paused and trigger_kind(trigger) in TIMED_TRIGGER_KINDS:

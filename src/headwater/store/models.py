@@ -59,6 +59,8 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(200))
     path: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    archived_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """Set while the workspace is archived: no trigger starts a run."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -103,6 +105,8 @@ class Job(Base):
     run_counter: Mapped[int] = mapped_column(Integer, default=0)
     """Number of the job's newest run; runs are numbered per job."""
     next_run_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    public_secret: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """Set while the job is published (a UUID; its public link names it)."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -132,6 +136,10 @@ class Run(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
     job_version_id: Mapped[str] = mapped_column(String(36))
+    code_package_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """The code package of the newest manifest version when the run was created; None:
+    the workspace folder (or a run older than this column)."""
+    config_package_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     number: Mapped[int]
     status: Mapped[str] = mapped_column(String(20))
     trigger: Mapped[str] = mapped_column(Text)

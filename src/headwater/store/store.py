@@ -76,6 +76,9 @@ CLAIM_LOCK = 0x6877_636C_61696D
 _GET_JOB = select(J).where(J.c.id == bindparam("b_id"))
 _GET_RUN = select(R).where(R.c.id == bindparam("b_id"))
 _GET_JOB_VERSION = select(JV).where(JV.c.id == bindparam("b_id"))
+_NEWEST_MANIFEST = (
+    select(MV).where(MV.c.workspace_id == J.c.workspace_id).order_by(MV.c.version.desc()).limit(1)
+)
 _LOCK_JOB = (
     select(
         J.c.workspace_id,
@@ -85,9 +88,17 @@ _LOCK_JOB = (
         J.c.run_counter,
         J.c.current_version_id,
         J.c.pipeline_name,
+        W.c.archived_at.label("ws_archived_at"),
+        _NEWEST_MANIFEST.with_only_columns(MV.c.code_package_id)
+        .scalar_subquery()
+        .label("code_package_id"),
+        _NEWEST_MANIFEST.with_only_columns(MV.c.config_package_id)
+        .scalar_subquery()
+        .label("config_package_id"),
     )
+    .select_from(J.join(W, W.c.id == J.c.workspace_id))
     .where(J.c.id == bindparam("b_id"))
-    .with_for_update()
+    .with_for_update(of=J)
 )
 _PRIOR_RUN = select(R).where(
     R.c.job_id == bindparam("b_job_id"), R.c.dedupe_key == bindparam("b_dedupe_key")
@@ -485,6 +496,11 @@ class Store:
             self._jobs[job_id] = (version, now, job)
         return job
 
+    def published_job(self, public_secret: str) -> dict[str, Any] | None:
+        """The job published under `public_secret`, if any."""
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(J).where(J.c.public_secret == public_secret)).first())
+
     def get_job_version(self, version_id: str) -> dict[str, Any] | None:
         cached = self._versions.get(version_id)
         if cached is not None:
@@ -551,6 +567,52 @@ class Store:
             )
         self.notifier.notify(notify.JOBS)
         return {**job, **values}
+
+    def set_published(self, job_id: str, published: bool) -> dict[str, Any] | None:
+        """Give the job a public secret (kept when it has one) or take it away."""
+        now = utcnow()
+        with write(self.engine) as conn:
+            job = _row(conn.execute(select(J).where(J.c.id == job_id)).first())
+            if job is None or (job["public_secret"] is not None) == published:
+                return job
+            values: dict[str, Any] = {
+                "public_secret": new_id() if published else None,
+                "updated_at": now,
+            }
+            conn.execute(update(J).where(J.c.id == job_id).values(**values))
+            self._event(
+                conn,
+                job["workspace_id"],
+                "job.published" if published else "job.unpublished",
+                job_id=job_id,
+                now=now,
+            )
+        return {**job, **values}
+
+    def set_workspace_archived(self, ws_id: str, archived: bool) -> dict[str, Any] | None:
+        """Archive the workspace (no trigger starts a run; history stays) or bring it back.
+
+        Archiving an archived workspace keeps its `archived_at`. Schedules are not made
+        up after an unarchive: their cursors restart from now, as after a resume.
+        """
+        now = utcnow()
+        with write(self.engine) as conn:
+            ws = _row(conn.execute(select(W).where(W.c.id == ws_id)).first())
+            if ws is None or (ws["archived_at"] is not None) == archived:
+                return ws
+            values: dict[str, Any] = {"archived_at": now if archived else None, "updated_at": now}
+            conn.execute(update(W).where(W.c.id == ws_id).values(**values))
+            if not archived:
+                jobs = select(J.c.id).where(J.c.workspace_id == ws_id).scalar_subquery()
+                conn.execute(update(SC).where(SC.c.job_id.in_(jobs)).values(last_tick=now))
+            self._event(
+                conn,
+                ws_id,
+                "workspace.archived" if archived else "workspace.unarchived",
+                now=now,
+            )
+        self.notifier.notify(notify.JOBS)
+        return {**ws, **values}
 
     def update_workspace(self, ws_id: str, **values: Any) -> dict[str, Any] | None:
         with write(self.engine) as conn:
@@ -660,6 +722,7 @@ class Store:
                 active_runs=int(active),
                 is_paused=job.is_paused,
                 is_archived=job.is_archived,
+                workspace_archived=job.ws_archived_at is not None,
             ),
             req.trigger,
         )
@@ -678,6 +741,10 @@ class Store:
             workspace_id=job.workspace_id,
             job_id=req.job_id,
             job_version_id=job.current_version_id,
+            # the code and configuration runs start on: the newest manifest version's
+            # packages (none: the workspace folder)
+            code_package_id=job.code_package_id,
+            config_package_id=job.config_package_id,
             number=number,
             status=(RunStatus.PENDING if created else RunStatus.SKIPPED).value,
             trigger=req.trigger,

@@ -192,6 +192,19 @@ def next_tick(trigger: str, after: datetime, tz: str) -> datetime | None:
     return None
 
 
+def has_next_tick(job_def: dict[str, Any], now: datetime) -> bool:
+    """Whether a timed trigger of the job still fires after `now`: a `schedule:` or
+    `every:` one, or a `once:` in the future. What a pause can suspend."""
+    tz = timezone_of(job_def)
+    for trigger in timed_triggers(job_def):
+        try:
+            if next_tick(trigger, now, tz) is not None:
+                return True
+        except Exception:  # a trigger dlt cannot read never fires
+            continue
+    return False
+
+
 def latest_due_tick(trigger: str, last: datetime, now: datetime, tz: str) -> datetime | None:
     """The newest scheduled instant in `(last, now]`, or None.
 

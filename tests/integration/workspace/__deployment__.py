@@ -85,6 +85,12 @@ def where():
     print(f"profile={os.environ.get('WORKSPACE__PROFILE')}")
 
 
+# a schedule that fires on New Year's midnight only: a job the tests can pause
+@run.job(trigger=run.trigger.schedule("0 0 1 1 *"))
+def yearly():
+    print("yearly ran")
+
+
 __all__ = [
     "ok",
     "boom",
@@ -99,4 +105,5 @@ __all__ = [
     "tagged_two",
     "greet",
     "where",
+    "yearly",
 ]

@@ -64,25 +64,68 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-pause")
     def pause(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        """Suspend the job's timed triggers; pausing a paused job changes nothing."""
         job = ctx.job(ws, job_id)
         if job["is_archived"]:
             raise ApiError(400, "an archived job cannot be paused", "job_archived")
-        return ser.job(store.set_paused(job_id, True) or job, ctx.base_url())
+        if not job["is_paused"] and not has_schedule(job):
+            raise ApiError(
+                400,
+                f"job {job['job_ref']} has no next scheduled run to pause (no schedule:,"
+                " every: or future once: trigger); its other triggers cannot be paused",
+                "job_not_scheduled",
+            )
+        return ctx.job_view(store.set_paused(job_id, True) or job)
 
     @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-resume")
     def resume(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
         job = ctx.job(ws, job_id)
-        return ser.job(store.set_paused(job_id, False) or job, ctx.base_url())
+        return ctx.job_view(store.set_paused(job_id, False) or job)
 
     @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-archive")
     def archive(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
         ctx.job(ws, job_id)
-        return ser.job(store.set_archived(job_id, True) or {}, ctx.base_url())
+        return ctx.job_view(store.set_archived(job_id, True) or {})
 
     @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-unarchive")
     def unarchive(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
         ctx.job(ws, job_id)
-        return ser.job(store.set_archived(job_id, False) or {}, ctx.base_url())
+        return ctx.job_view(store.set_archived(job_id, False) or {})
+
+    @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-publish")
+    def publish(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        """Give an interactive job a public link (`public_secret`, `public_url`); a
+        published job keeps its link."""
+        job = ctx.job(ws, job_id)
+        if job["job_type"] != "interactive":
+            raise ApiError(
+                400,
+                f"only interactive jobs (notebooks, apps) can be published; {job['job_ref']}"
+                f" is a {job['job_type']} job",
+                "job_not_interactive",
+            )
+        if job["is_archived"]:
+            raise ApiError(400, "an archived job cannot be published", "job_archived")
+        return ctx.job_view(store.set_published(job_id, True) or job)
+
+    @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-unpublish")
+    def unpublish(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        """Withdraw the job's public link; an unpublished job stays unpublished."""
+        job = ctx.job(ws, job_id)
+        return ctx.job_view(store.set_published(job_id, False) or job)
+
+    @r.get("/p/{public_secret}", include_in_schema=False)
+    def public_page(public_secret: str) -> Any:
+        """A published job's public link. Headwater does not serve interactive jobs yet,
+        so a link that names a job says so; any other answers 404."""
+        job = store.published_job(public_secret)
+        if job is None or job["workspace_id"] != ctx.ws_id:
+            raise ApiError(404, "no published job at this link", "not_found")
+        raise ApiError(
+            501,
+            f"{job['job_ref']} is published, but Headwater does not serve interactive jobs yet",
+            "not_served",
+        )
 
     @r.post("/api/v1/workspaces/{ws}/jobs/-trigger")
     def trigger_jobs(
@@ -103,6 +146,13 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         )
 
     return r
+
+
+def has_schedule(job: dict[str, Any]) -> bool:
+    """Whether the job has a next scheduled run (what a pause suspends)."""
+    return job["next_run_at"] is not None or triggers.has_next_tick(
+        job["definition"], datetime.now(UTC)
+    )
 
 
 def trigger_many(
@@ -166,6 +216,6 @@ def trigger_many(
         item["reasons"] = result.decision.reasons or None
         if result.run is not None:
             item["job_run_id"] = result.run["id"]
-            item["job_run"] = ser.run(result.run, ctx.base_url(), job["job_ref"])
+            item["job_run"] = ctx.run_view(result.run, job)
         (succeeded if result.decision.creates_run else skipped).append(item)
     return {"succeeded": succeeded, "skipped": skipped, "failed": failed}

@@ -8,17 +8,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
+from pydantic import BaseModel, ConfigDict
 
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
+from headwater.api.json_route import JSONRoute
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action
 
+DATAPLANE_ID = "headwater"
+"""The one data plane a Headwater server has: itself."""
+
+
+class CreateWorkspaceRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    description: str | None = None
+
+
+class SetRegionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    dataplane_id: str
+
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["organizations"])
+    r = APIRouter(tags=["organizations"], route_class=JSONRoute)
     see = Depends(auth.require(Action.SEE_JOBS))
 
     def org_id() -> str:
@@ -31,7 +47,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             "id": org_id(),
             "name": "headwater",
             "description": "this Headwater server",
-            "dataplane_id": "headwater",
+            "dataplane_id": DATAPLANE_ID,
             "created_at": ws["created_at"],
             "updated_at": ws["updated_at"],
         }
@@ -87,11 +103,46 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         org: str,
         limit: int = Query(100, ge=0, le=1000),
         offset: int = Query(0, ge=0, le=MAX_INT),
+        include_archived: bool = False,
         _p: Principal = see,
     ) -> Any:
         check_org(org)
         ws = {**workspace(), "member_count": 1, "owner_members": []}
-        return ser.page([ws][offset : offset + limit], 1, limit, offset)
+        listed = [ws] if include_archived or ws["archived_at"] is None else []
+        return ser.page(listed[offset : offset + limit], len(listed), limit, offset)
+
+    @r.post("/api/v1/organizations/{org}/workspaces", status_code=201)
+    def create_workspace(
+        org: str,
+        body: CreateWorkspaceRequest,
+        _p: Principal = Depends(auth.require(Action.ADMIN)),
+    ) -> Any:
+        """A Headwater server serves exactly one workspace: creating another is refused."""
+        check_org(org)
+        raise ApiError(
+            409,
+            f"cannot create workspace {body.name!r}: this Headwater server serves exactly one"
+            f" workspace ({ctx.ws_id}); start another Headwater server for another workspace",
+            "single_workspace_server",
+        )
+
+    @r.post("/api/v1/organizations/{org}/-set-region")
+    def set_region(
+        org: str,
+        body: SetRegionRequest = Body(...),
+        _p: Principal = Depends(auth.require(Action.ADMIN)),
+    ) -> Any:
+        """The organization's region is this server's data plane, and nothing else."""
+        check_org(org)
+        if body.dataplane_id != DATAPLANE_ID:
+            # as the service answers a second region for an organization that has one
+            raise ApiError(
+                400,
+                f"this organization's data plane is {DATAPLANE_ID!r} (this Headwater server)"
+                f" and cannot be changed to {body.dataplane_id!r}",
+                "region_already_set",
+            )
+        return organization()
 
     @r.get("/api/v1/workspaces/{ws}/me")
     def workspace_me(ws: str, p: Principal = see) -> Any:
@@ -110,7 +161,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         return {
             "items": [
                 {
-                    "id": "headwater",
+                    "id": DATAPLANE_ID,
                     "name": "headwater",
                     "region": "local",
                     "description": "this server",

@@ -101,7 +101,8 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         if not result.decision.creates_run:
             raise ApiError(
                 409,
-                f"run declined: {result.decision.status.value}",
+                f"run declined: {result.decision.status.value}"
+                + "".join(f"; {reason}" for reason in result.decision.reasons),
                 result.decision.status.value,
                 {"reasons": result.decision.reasons},
             )

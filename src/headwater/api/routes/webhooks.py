@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent
@@ -108,9 +107,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
                 "status": result.decision.status.value,
                 "reasons": result.decision.reasons or None,
                 "job_run_id": result.run["id"] if result.run else None,
-                "job_run": ser.run(result.run, ctx.base_url(), job["job_ref"])
-                if result.run
-                else None,
+                "job_run": ctx.run_view(result.run, job) if result.run else None,
             }
             (succeeded if result.decision.creates_run else skipped).append(item)
         return {"succeeded": succeeded, "skipped": skipped, "failed": []}

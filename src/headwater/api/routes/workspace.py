@@ -44,6 +44,24 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         assert row is not None
         return ser.workspace(row, ctx.base_url(), ctx.manifest_status())
 
+    @r.post("/api/v1/workspaces/{ws}/-archive")
+    def archive_workspace(ws: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        """Archive the workspace: no trigger (API, schedule, chain, webhook) starts a run
+        until it is unarchived; runs already queued or running go on. Archiving an
+        archived workspace keeps its `archived_at`."""
+        ctx.check_ws(ws)
+        row = ctx.store.set_workspace_archived(ws, True)
+        assert row is not None
+        return ser.workspace(row, ctx.base_url(), ctx.manifest_status())
+
+    @r.post("/api/v1/workspaces/{ws}/-unarchive")
+    def unarchive_workspace(ws: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:
+        """Let the workspace run again; schedule ticks missed while archived are not made up."""
+        ctx.check_ws(ws)
+        row = ctx.store.set_workspace_archived(ws, False)
+        assert row is not None
+        return ser.workspace(row, ctx.base_url(), ctx.manifest_status())
+
     @r.get("/api/v1/workspaces/{ws}/members")
     def members(
         ws: str,
