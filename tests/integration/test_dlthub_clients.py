@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -147,6 +148,10 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clients]:
         srv.stop()
 
 
+FOLLOW_BEFORE_CANCEL_S = 8.0
+"""Time the `dlthub` CLI gets to start following a run (its import alone takes ~1 s)."""
+
+
 def run_number(stdout: str) -> int:
     found = re.findall(r"run #(\d+)", stdout)
     assert len(found) == 1, stdout
@@ -277,15 +282,24 @@ def test_dlthub_job_logs_prints_the_stored_log(clients: Clients) -> None:
 
 
 def test_dlthub_job_logs_follow_streams_an_active_run_and_fails_with_it(clients: Clients) -> None:
-    # `stubborn` outlives its 1 s timeout; the SIGKILL after a 1 s grace period fails it
-    run = clients.srv.start_run("stubborn")
-    clients.srv.wait_run(run["id"], states={"running"} | TERMINAL)
-    follow = clients.dlthub("job", "logs", "stubborn", "-f")
+    # the run outlives the CLI's start however slow the machine is, and is cancelled from
+    # the server while the CLI follows it: the stream must close and the CLI fail with it
+    run = clients.srv.start_run("slow", parameters={"seconds": "120"})
+    clients.srv.wait_run(run["id"], states={"running"})
+    cancel = threading.Timer(
+        FOLLOW_BEFORE_CANCEL_S,
+        lambda: clients.srv.post(f"{clients.srv.w}/job-runs/{run['id']}/-cancel"),
+    )
+    cancel.start()
+    try:
+        follow = clients.dlthub("job", "logs", "slow", "-f")
+    finally:
+        cancel.cancel()
     assert follow.returncode != 0, follow.stdout + follow.stderr
     assert "Streaming logs" in follow.stdout, follow.stdout  # followed live, not the stored log
-    assert "stubborn started" in follow.stdout
-    assert "finished with status: failed" in follow.stdout, follow.stdout
-    assert clients.srv.run(run["id"])["status"] == "failed"
+    assert "slow started" in follow.stdout
+    assert "finished with status: cancelled" in follow.stdout, follow.stdout
+    assert clients.srv.run(run["id"])["status"] == "cancelled"
 
 
 def test_dlthub_job_cancel_cancels_an_active_run(clients: Clients) -> None:
