@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from headwater.api.app import ApiContext, create_app
+from headwater.core import beacon
 from headwater.events.dispatcher import Dispatcher
 from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
@@ -79,7 +80,9 @@ class Runtime:
         upgrade(engine, isolated=True)
         self.store = Store(engine)
         self.packages = PackageStore(engine)
-        self.variables = VariableStore(engine, load_key(self.home))
+        secret_key = load_key(self.home)
+        self.variables = VariableStore(engine, secret_key)
+        self.beacon_key = beacon.derive_key(secret_key)
         ws = self.store.ensure_workspace(str(self.workspace), self.workspace.name)
         self.ws_id: str = ws["id"]
         self.manifest = ManifestState()
@@ -97,6 +100,7 @@ class Runtime:
             warm=warm,
             code_dir=lambda: self._code_dir,
             extra_env=self._run_variables,
+            beacon_dsn=lambda run: beacon.dsn(self.url, self.ws_id, run["id"], self.beacon_key),
         )
         self._remote = False
         latest = self.store.latest_manifest(self.ws_id)
@@ -135,6 +139,7 @@ class Runtime:
             deploy=self.deploy_remote,
             variables=self.variables,
             webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
+            beacon_key=self.beacon_key,
         )
 
     def start(self) -> None:
