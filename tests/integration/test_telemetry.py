@@ -177,6 +177,13 @@ def test_the_sdk_reads_pipeline_runs_and_the_job_result(srv: Server) -> None:
         assert result.result == {"rows": 5, "tables": ["items"]}
         assert result.result_type == "job.etl_summary"
         assert ws.telemetry.status().updated_at is not None
+        (summary,) = ws.job_runs.get(id=run["id"]).pipeline_run_summaries
+        assert (summary.pipeline_name, summary.status, summary.total_rows) == (
+            "tele_items",
+            "succeeded",
+            5,
+        )
+        assert summary.pipeline_run_id == listed.id
 
 
 def dlthub(srv: Server, local: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -292,7 +292,11 @@ class TelemetryPayload(Base):
     """
 
     __tablename__ = "telemetry_payloads"
-    __table_args__ = (Index("ix_telemetry_payloads_run_kind", "run_id", "kind"),)
+    __table_args__ = (
+        Index("ix_telemetry_payloads_run_kind", "run_id", "kind"),
+        # the workspace's watermark: its newest payload
+        Index("ix_telemetry_payloads_workspace_received", "workspace_id", "received_at"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))

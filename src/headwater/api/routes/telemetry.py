@@ -8,6 +8,7 @@ A run's dlt PUTs its pipeline traces, schemas and job result to the run's beacon
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -158,6 +159,10 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         p: Principal = Depends(auth.require(Action.READ_RUNS)),
     ) -> Any:
         ctx.check_ws(ws)
+        texts = [timezone, q or "", *pipeline_name, *dataset_name, *destination_name, *job_run_id]
+        if any("\x00" in t for t in texts):
+            # no name holds one, and PostgreSQL refuses it in a query parameter
+            raise ApiError(400, "a query parameter contains a NUL character", "invalid_request")
         tz = zone(timezone)
         end_at = aware(end, tz) if end is not None else datetime.now(UTC)
         start_at = aware(start, tz) if start is not None else end_at - DEFAULT_WINDOW
@@ -184,7 +189,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     def readable_pipeline_run(ws: str, pipeline_run_id: str, p: Principal) -> dict[str, Any]:
         ctx.check_ws(ws)
-        row = tele.get_pipeline_run(pipeline_run_id)
+        row = tele.get_pipeline_run(pipeline_run_id) if is_uuid(pipeline_run_id) else None
         if row is None or row["workspace_id"] != ws:
             raise ApiError(
                 404, f"no pipeline run {pipeline_run_id!r} in this workspace", "not_found"
@@ -211,10 +216,18 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     return r
 
 
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as ex:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as ex:
         raise ApiError(400, f"unknown time zone {name!r}", "invalid_timezone") from ex
 
 
