@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from headwater.api.app import ApiContext, create_app
+from headwater.core import beacon
 from headwater.events.dispatcher import Dispatcher
 from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
@@ -97,7 +98,9 @@ class Runtime:
         upgrade(engine, isolated=True)
         self.store = Store(engine)
         self.packages = PackageStore(engine)
-        self.variables = VariableStore(engine, load_key(self.home))
+        secret_key = load_key(self.home)
+        self.variables = VariableStore(engine, secret_key)
+        self.beacon_key = beacon.derive_key(secret_key)
         ws = self.store.ensure_workspace(str(self.workspace), self.workspace.name)
         self.ws_id: str = ws["id"]
         self.manifest = ManifestState()
@@ -115,6 +118,7 @@ class Runtime:
             warm=warm,
             code_dir=lambda: self._code_dir,
             extra_env=self._run_variables,
+            beacon_dsn=lambda run: beacon.dsn(self.url, self.ws_id, run["id"], self.beacon_key),
         )
         self._remote = False
         latest = self.store.latest_manifest(self.ws_id)
@@ -154,6 +158,7 @@ class Runtime:
             variables=self.variables,
             webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
             default_profile=self.default_profile,
+            beacon_key=self.beacon_key,
         )
 
     def default_profile(self) -> str:

@@ -32,6 +32,7 @@ from headwater.api.routes import (
     logs,
     organizations,
     runs,
+    telemetry,
     webhooks,
     workspace,
     workspace_variables,
@@ -80,6 +81,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"status": "ok", "workspace_id": ctx.ws_id}
 
     routers = (workspace, jobs, runs, logs, keys, legacy, deployments, organizations, webhooks)
-    for module in (*routers, workspace_variables):
+    for module in (*routers, workspace_variables, telemetry):
         app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app

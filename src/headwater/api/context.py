@@ -10,6 +10,7 @@ from headwater.api import serialize as ser
 from headwater.api.responses import ApiError
 from headwater.store.packages import PackageStore
 from headwater.store.store import Store
+from headwater.store.telemetry import TelemetryStore
 from headwater.store.vault import VariableStore
 
 
@@ -32,6 +33,14 @@ class ApiContext:
     """The secret webhook senders sign bodies with (HMAC-SHA256), if one is set."""
     default_profile: Callable[[], str] = lambda: ser.DEFAULT_PROFILE
     """The profile dlt picks for a run that names none and whose job names none."""
+    telemetry: TelemetryStore | None = None
+    """What runs' dlt sent to their beacons; None: read from `store`'s database."""
+    beacon_key: bytes | None = None
+    """The key of the runs' beacon secrets (`core/beacon.py`); None: no beacon."""
+
+    def __post_init__(self) -> None:
+        if self.telemetry is None:
+            self.telemetry = TelemetryStore(self.store.engine)
 
     def check_ws(self, ws: str) -> None:
         if ws != self.ws_id:
@@ -70,9 +79,32 @@ class ApiContext:
         out["downstream_job_runs"] = None
         return out
 
+    def with_summaries(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The runs with their `pipeline_run_summaries`, read for all of them in one query
+        (a run that never started has none to read)."""
+        assert self.telemetry is not None
+        wanted = [
+            r["id"]
+            for r in runs
+            if "pipeline_run_summaries" not in r and r.get("started_at") is not None
+        ]
+        found = self.telemetry.summaries(wanted) if wanted else {}
+        return [
+            r
+            if "pipeline_run_summaries" in r
+            else {
+                **r,
+                "pipeline_run_summaries": [
+                    ser.pipeline_run_summary(s) for s in found.get(r["id"], [])
+                ],
+            }
+            for r in runs
+        ]
+
     def detailed_run(
         self, run: dict[str, Any], job: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        (run,) = self.with_summaries([run])
         job = job or self.store.get_job(run["job_id"])
         assert job is not None
         version = self.store.get_job_version(run["job_version_id"])

@@ -163,7 +163,7 @@ def run(
         "interval_start": r["interval_start"],
         "interval_end": r["interval_end"],
         "previous_job_run_id": r["previous_run_id"],
-        "pipeline_run_summaries": [],
+        "pipeline_run_summaries": r.get("pipeline_run_summaries") or [],
         # Headwater's own keys
         "job_id": r["job_id"],
         "job_ref": job_ref,
@@ -215,3 +215,19 @@ def log_line(line: dict[str, Any]) -> dict[str, Any]:
 
 def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
     return {"items": items, "total": total, "limit": limit, "offset": offset, "next_cursor": None}
+
+
+def pipeline_run_summary(p: dict[str, Any]) -> dict[str, Any]:
+    """One entry of `JobRunResponse.pipeline_run_summaries`, from a `pipeline_runs` row."""
+    return {
+        "pipeline_name": p["pipeline_name"],
+        "pipeline_run_id": p["id"],
+        "transaction_id": p["transaction_id"],
+        "destination_name": p["destination_name"],
+        "dataset_name": p["dataset_name"],
+        "status": p["status"],
+        "total_rows": p["total_rows_loaded"],
+        "duration_ms": p["duration_ms"],
+        "started_at": p["started_at"],
+        "finished_at": p["finished_at"],
+    }

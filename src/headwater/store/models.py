@@ -290,3 +290,65 @@ class Package(Base):
     created_by: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class TelemetryPayload(Base):
+    """What a run's dlt sent to its beacon (`RUNTIME__DLTHUB_DSN`), as it arrived.
+
+    `trace` (one per pipeline run), `state` (the pipeline's schemas after a load; only
+    the newest per pipeline is kept) and `job_result` (the result the job declared).
+    """
+
+    __tablename__ = "telemetry_payloads"
+    __table_args__ = (
+        Index("ix_telemetry_payloads_run_kind", "run_id", "kind"),
+        # the workspace's watermark: its newest payload
+        Index("ix_telemetry_payloads_workspace_received", "workspace_id", "received_at"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    pipeline_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime]
+
+
+class PipelineRunRecord(Base):
+    """One dlt pipeline run of a job run, derived from its trace (`core/traces.py`)."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (
+        # dlt may send a transaction's trace again: the newest replaces the record
+        UniqueConstraint("run_id", "transaction_id", name="uq_pipeline_runs_run_id_transaction_id"),
+        Index("ix_pipeline_runs_workspace_started", "workspace_id", "started_at"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    trace_id: Mapped[str] = mapped_column(String(36))
+    """The `telemetry_payloads` row of the trace, served at `pipeline-runs/{id}/trace`."""
+    transaction_id: Mapped[str] = mapped_column(String(100))
+    pipeline_name: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    destination_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    destination_type: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dataset_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    total_rows_extracted: Mapped[int] = mapped_column(BigInteger)
+    total_rows_loaded: Mapped[int] = mapped_column(BigInteger)
+    total_bytes_loaded: Mapped[int] = mapped_column(BigInteger)
+    is_empty_run: Mapped[bool] = mapped_column(Boolean)
+    has_failed_load_jobs: Mapped[bool] = mapped_column(Boolean)
+    has_pending_packages: Mapped[bool] = mapped_column(Boolean)
+    has_schema_migration: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    error_step: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dlt_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """Tables, resources, load packages, step timings, traceback: the detailed answer."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

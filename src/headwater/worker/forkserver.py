@@ -110,6 +110,10 @@ def _warm(workspace: str) -> bool:
             JOB_LAUNCHER,
             ["--run-id", "warmup", "--trigger", "manual:", "--entry-point", json.dumps(entry)],
         )
+        try:
+            _prepare_beacon()
+        except Exception:
+            pass  # each run makes its own client then
     finally:
         sys.stdout, sys.stderr = real_out, real_err
         devnull.close()
@@ -119,7 +123,8 @@ def _warm(workspace: str) -> bool:
 
 
 DLT_ENV_PREFIXES = ("RUNTIME__", "WORKSPACE__", "DLT_")
-PER_RUN_KEYS = frozenset({"RUNTIME__RUN_ID"})
+BEACON_DSN = "RUNTIME__DLTHUB_DSN"
+PER_RUN_KEYS = frozenset({"RUNTIME__RUN_ID", BEACON_DSN})
 _warm_env: dict[str, str] = {}
 
 
@@ -145,6 +150,61 @@ def _refresh_dlt_context() -> None:
     # plug a new context for the run's folder: reusing the old one's arguments would keep
     # the warm launcher's profile
     Container()[PluggableRunContext].reload(os.getcwd(), runtime_kwargs=None)
+
+
+_beacon_http: Any = None
+"""dlt's HTTP client for the beacon, made once in the warm launcher (3 to 7 ms each)."""
+
+
+def _prepare_beacon() -> None:
+    """Make the HTTP client dlt's beacon sender uses, as `init_platform_tracker` does.
+
+    A client holds no thread and no connection until used, so the children forked
+    later each get a clean copy.
+    """
+    global _beacon_http
+    from dlt.sources.helpers.requests import Client
+
+    _beacon_http = Client(request_timeout=(2, 10), request_max_attempts=0)
+
+
+def _start_beacon(dsn: str | None) -> None:
+    """Make dlt report this run's pipeline traces and job result to `dsn`.
+
+    dlt reads `RUNTIME__DLTHUB_DSN` once, when it sets up its run context, and
+    starts its sender then; the warm launcher did that without a DSN (a sender is
+    a thread, and a process with threads is not forked). The run's context gets
+    the DSN and the sender starts here, in the child: about 0.5 ms, where resolving
+    the whole context again takes about 9 ms.
+    """
+    if not dsn:
+        return
+    from dlt.common.runtime.run_context import active
+    from dlt.pipeline import platform
+
+    active().runtime_config.dlthub_dsn = dsn
+    if platform._THREAD_POOL is not None:
+        return  # the context was resolved again and started it
+    if _beacon_http is None:
+        platform.init_platform_tracker()
+        return
+    # what `init_platform_tracker` does, with the client the warm launcher made
+    from dlt.common.managed_thread_pool import ManagedThreadPool
+
+    platform.requests = _beacon_http
+    pool = ManagedThreadPool("platform_tracker", 1)
+    pool._create_thread_pool()
+    platform._THREAD_POOL = pool
+
+
+def _stop_beacon() -> None:
+    """Deliver what dlt's sender still holds: `os._exit` skips dlt's atexit handler."""
+    from dlt.common.runtime.telemetry import stop_telemetry
+    from dlt.pipeline import platform
+
+    stop_telemetry()
+    # the sender started by `_start_beacon` while dlt's telemetry counted as stopped
+    platform.disable_platform_tracker()
 
 
 def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
@@ -178,6 +238,7 @@ def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
         if _dlt_env(req["env"]) != _dlt_env(_warm_env):
             # about 13 ms: only when the run sets a profile or a runtime setting of its own
             _refresh_dlt_context()
+        _start_beacon(req["env"].get(BEACON_DSN))
         code = run_launcher(req["launcher"], req["argv"])
     except BaseException:
         try:
@@ -187,9 +248,7 @@ def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
     finally:
         # os._exit skips atexit: let dlt deliver what its telemetry threads still hold
         try:
-            from dlt.common.runtime.telemetry import stop_telemetry
-
-            stop_telemetry()
+            _stop_beacon()
         except BaseException:
             pass
         os._exit(code)

@@ -78,6 +78,7 @@ class Worker:
         max_parallel: int = 16,
         warm: bool = True,
         base_env: dict[str, str] | None = None,
+        beacon_dsn: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         self.store = store
         self.workspace = workspace
@@ -87,6 +88,8 @@ class Worker:
         # workspace variables for a run; Headwater's own settings are applied over them
         self.extra_env = extra_env
         self.ws_id = ws_id
+        # where a run's dlt reports its pipeline traces and job result
+        self.beacon_dsn = beacon_dsn
         self.max_parallel = max_parallel
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.base_env = dict(base_env if base_env is not None else os.environ)
@@ -228,7 +231,8 @@ class Worker:
         base = dict(self.base_env)
         if self.extra_env is not None:
             base.update(self.extra_env(run))
-        env = run_environment(base, code_dir, run, self.ws_id, self.data_dir)
+        dsn = self.beacon_dsn(run) if self.beacon_dsn is not None else None
+        env = run_environment(base, code_dir, run, self.ws_id, self.data_dir, dsn)
         starter = self._pick_starter()
         # a run just claimed from `pending` has written no log line yet
         self._line_nums[run["id"]] = 0

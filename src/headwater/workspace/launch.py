@@ -121,14 +121,26 @@ def launch_command(run: dict[str, Any], job_def: dict[str, Any]) -> tuple[str, l
 
 
 def run_environment(
-    base_env: dict[str, str], code_dir: Path, run: dict[str, Any], ws_id: str, data_dir: Path
+    base_env: dict[str, str],
+    code_dir: Path,
+    run: dict[str, Any],
+    ws_id: str,
+    data_dir: Path,
+    beacon_dsn: str | None = None,
 ) -> dict[str, str]:
     """A fresh environment for one run: the server's own, plus where dlt finds code and data.
 
     `code_dir` is the workspace folder or an uploaded package; `data_dir` (pipeline
-    state) stays the same across deployments.
+    state) stays the same across deployments. `beacon_dsn` is where the run's dlt
+    sends its traces and job result, unless `base_env` names a DSN of its own (the
+    server's environment or a workspace variable: the user's choice wins). Without
+    `beacon_dsn` dlt sends nothing at all: the warm launcher must not, since dlt's
+    sender is a thread and a process with threads is not forked.
     """
     env = {k: v for k, v in base_env.items() if not k.startswith("HEADWATER_")}
+    own_dsn = env.pop("RUNTIME__DLTHUB_DSN", None)
+    if beacon_dsn:
+        env["RUNTIME__DLTHUB_DSN"] = own_dsn or beacon_dsn
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_dir), env.get("PYTHONPATH")) if p)
     env["DLT_PROJECT_DIR"] = str(code_dir)

@@ -65,7 +65,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         )
         jobs: dict[str, dict[str, Any]] = {}
         items = []
-        for run in runs:
+        for run in ctx.with_summaries(runs):
             if run["job_id"] not in jobs:
                 jobs[run["job_id"]] = store.get_job(run["job_id"]) or {}
             items.append(ctx.detailed_run(run, jobs[run["job_id"]]))

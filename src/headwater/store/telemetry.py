@@ -1,0 +1,223 @@
+"""Statements for run telemetry: what a run's dlt sent to its beacon, and its pipeline runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select
+
+from headwater.core import traces
+from headwater.store.db import write
+from headwater.store.models import PipelineRunRecord, Run, TelemetryPayload
+from headwater.store.store import _insert, _row, new_id, utcnow
+
+TP = TelemetryPayload.__table__
+PR = PipelineRunRecord.__table__
+R = Run.__table__
+KINDS = ("trace", "state", "job_result")
+MAX_PAYLOADS_PER_RUN = 1000
+"""A run that sends more (a job looping over pipelines) has the rest refused."""
+LIST_TOTAL_CAP = 10_001
+"""Lists report their total up to this, as the platform does."""
+
+SUMMARY_COLUMNS = (
+    PR.c.run_id,
+    PR.c.id,
+    PR.c.pipeline_name,
+    PR.c.transaction_id,
+    PR.c.destination_name,
+    PR.c.dataset_name,
+    PR.c.status,
+    PR.c.total_rows_loaded,
+    PR.c.duration_ms,
+    PR.c.started_at,
+    PR.c.finished_at,
+)
+SORTABLE = ("started_at", "finished_at", "duration_ms", "total_rows_loaded", "total_bytes_loaded")
+
+
+class TooManyPayloads(Exception):
+    pass
+
+
+@dataclass
+class PipelineRunFilter:
+    start: datetime
+    end: datetime
+    q: str | None = None
+    statuses: Sequence[str] = ()
+    pipeline_names: Sequence[str] = ()
+    dataset_names: Sequence[str] = ()
+    destination_names: Sequence[str] = ()
+    run_ids: Sequence[str] = ()
+    is_empty_run: bool | None = None
+    triggered_by: str | None = None
+    """Only the pipeline runs of job runs this key triggered (a trigger key's view)."""
+    sort: list[tuple[str, str]] = field(default_factory=lambda: [("started_at", "desc")])
+
+
+class TelemetryStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.reader = engine.execution_options(readonly=True)
+
+    def record(
+        self, run: dict[str, Any], kind: str, payload: dict[str, Any], size_bytes: int
+    ) -> dict[str, Any] | None:
+        """Keep one payload of a run; a trace also becomes (or replaces) a pipeline run.
+
+        Answers the pipeline run of a trace, else None. Raises `traces.TraceError`
+        for a trace that names no pipeline or transaction (nothing is stored), and
+        `TooManyPayloads` past `MAX_PAYLOADS_PER_RUN`.
+        """
+        assert kind in KINDS
+        now = utcnow()
+        derived = traces.pipeline_run(payload) if kind == "trace" else None
+        name = payload.get("pipeline_name")
+        row = {
+            "id": new_id(),
+            "workspace_id": run["workspace_id"],
+            "run_id": run["id"],
+            "kind": kind,
+            "pipeline_name": traces.text(name, 300) if isinstance(name, str) else None,
+            "payload": payload,
+            "size_bytes": size_bytes,
+            "received_at": now,
+        }
+        with write(self.engine) as conn:
+            stored = conn.execute(
+                select(func.count()).select_from(TP).where(TP.c.run_id == run["id"])
+            ).scalar_one()
+            if stored >= MAX_PAYLOADS_PER_RUN:
+                raise TooManyPayloads(f"a run keeps at most {MAX_PAYLOADS_PER_RUN} payloads")
+            if kind == "state":
+                # schemas are big and only the newest matter
+                conn.execute(
+                    delete(TP).where(
+                        TP.c.run_id == run["id"],
+                        TP.c.kind == "state",
+                        TP.c.pipeline_name.is_(None)
+                        if row["pipeline_name"] is None
+                        else TP.c.pipeline_name == row["pipeline_name"],
+                    )
+                )
+            conn.execute(insert(TP).values(**row))
+            if derived is None:
+                return None
+            detail = derived.pop("detail")
+            values = {
+                **derived,
+                "workspace_id": run["workspace_id"],
+                "run_id": run["id"],
+                "trace_id": row["id"],
+                "started_at": derived["started_at"] or now,
+                "detail": detail,
+                "updated_at": now,
+            }
+            stmt = _insert(conn, PR).values(id=new_id(), created_at=now, **values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[PR.c.run_id, PR.c.transaction_id], set_=values
+            )
+            conn.execute(stmt)
+            return _row(
+                conn.execute(
+                    select(PR).where(
+                        PR.c.run_id == run["id"],
+                        PR.c.transaction_id == derived["transaction_id"],
+                    )
+                ).first()
+            )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def job_result(self, run_id: str) -> dict[str, Any] | None:
+        """The newest job result the run's dlt delivered (the payload row)."""
+        with self.reader.connect() as conn:
+            return _row(
+                conn.execute(
+                    select(TP)
+                    .where(TP.c.run_id == run_id, TP.c.kind == "job_result")
+                    .order_by(TP.c.received_at.desc(), TP.c.id.desc())
+                    .limit(1)
+                ).first()
+            )
+
+    def payload(self, payload_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(TP).where(TP.c.id == payload_id)).first())
+
+    def payloads(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        cond = [TP.c.run_id == run_id]
+        if kind is not None:
+            cond.append(TP.c.kind == kind)
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(TP).where(*cond).order_by(TP.c.received_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def get_pipeline_run(self, pipeline_run_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            return _row(conn.execute(select(PR).where(PR.c.id == pipeline_run_id)).first())
+
+    def summaries(self, run_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """The pipeline runs of many job runs in one query, oldest first per job run."""
+        ids = list(dict.fromkeys(run_ids))
+        out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(*SUMMARY_COLUMNS)
+                .where(PR.c.run_id.in_(ids))
+                .order_by(PR.c.run_id, PR.c.started_at, PR.c.id)
+            ).all()
+        for r in rows:
+            out[r.run_id].append(dict(r._mapping))
+        return out
+
+    def list_pipeline_runs(
+        self, ws_id: str, f: PipelineRunFilter, *, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Pipeline runs started in `[f.start, f.end)`, sorted as asked; total capped."""
+        cond = [PR.c.workspace_id == ws_id, PR.c.started_at >= f.start, PR.c.started_at < f.end]
+        if f.q:
+            pattern = (
+                "%"
+                + f.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                + "%"
+            )
+            cond.append(func.lower(PR.c.pipeline_name).like(pattern, escape="\\"))
+        for column, values in (
+            (PR.c.status, f.statuses),
+            (PR.c.pipeline_name, f.pipeline_names),
+            (PR.c.dataset_name, f.dataset_names),
+            (PR.c.destination_name, f.destination_names),
+            (PR.c.run_id, f.run_ids),
+        ):
+            if values:
+                cond.append(column.in_(list(values)))
+        if f.is_empty_run is not None:
+            cond.append(PR.c.is_empty_run.is_(f.is_empty_run))
+        if f.triggered_by is not None:
+            cond.append(PR.c.run_id.in_(select(R.c.id).where(R.c.triggered_by == f.triggered_by)))
+        order = []
+        for key, direction in f.sort:
+            col = PR.c[key]
+            order.append(col.desc() if direction == "desc" else col.asc())
+        order.append(PR.c.id.desc())
+        with self.reader.connect() as conn:
+            capped = select(PR.c.id).where(*cond).limit(LIST_TOTAL_CAP).subquery()
+            total = conn.execute(select(func.count()).select_from(capped)).scalar_one()
+            rows = conn.execute(
+                select(PR).where(*cond).order_by(*order).limit(limit).offset(offset)
+            ).all()
+        return [dict(r._mapping) for r in rows], int(total)
+
+    def watermark(self, ws_id: str) -> datetime | None:
+        """When telemetry last recorded anything for the workspace."""
+        with self.reader.connect() as conn:
+            return conn.execute(
+                select(func.max(TP.c.received_at)).where(TP.c.workspace_id == ws_id)
+            ).scalar_one()
