@@ -275,7 +275,7 @@ def test_the_beacon_takes_only_the_run_s_own_secret_and_sound_payloads(srv: Serv
     assert put("job_result", [ok], secret).status_code == 400
     assert put("job_result", {"result": 1}, secret).status_code == 400  # no `type`
     assert put("trace", {"steps": []}, secret).status_code == 400  # no pipeline, transaction
-    too_big = put("state", {"pipeline_name": "p", "blob": "x" * (1024 * 1024)}, secret)
+    too_big = put("state", {"pipeline_name": "p", "blob": "x" * (16 * 1024 * 1024)}, secret)
     assert too_big.status_code == 413
     missing = "00000000-0000-4000-8000-000000000000"
     assert put("job_result", ok, run_secret(srv, missing), run_id=missing).status_code == 404

@@ -79,6 +79,11 @@ class ApiContext:
         out["downstream_job_runs"] = None
         return out
 
+    def latest_runs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The newest run of each job, with its pipeline runs, keyed by job id."""
+        latest = self.store.latest_runs(job_ids)
+        return {r["job_id"]: r for r in self.with_summaries(list(latest.values()))}
+
     def with_summaries(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The runs with their `pipeline_run_summaries`, read for all of them in one query
         (a run that never started has none to read)."""

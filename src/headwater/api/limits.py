@@ -13,6 +13,8 @@ from headwater.api.responses import ApiError, dumps
 
 MAX_BODY = 1024 * 1024
 MAX_UPLOAD = 200 * 1024 * 1024
+MAX_BEACON = 16 * 1024 * 1024
+"""What a run's dlt may send in one telemetry PUT: a state holds every schema of a pipeline."""
 
 
 class BodyTooLarge(ApiError):
@@ -24,7 +26,11 @@ class BodyTooLarge(ApiError):
 
 
 def _limit_for(path: str) -> int:
-    return MAX_UPLOAD if path.endswith("/-upload") else MAX_BODY
+    if path.endswith("/-upload"):
+        return MAX_UPLOAD
+    if "/-beacon/" in path:
+        return MAX_BEACON
+    return MAX_BODY
 
 
 class BodyLimit:

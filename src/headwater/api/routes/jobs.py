@@ -50,7 +50,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         jobs, total = store.list_jobs(
             ws, ref=ref, is_archived=is_archived, limit=limit, offset=offset
         )
-        latest = store.latest_runs([j["id"] for j in jobs])
+        latest = ctx.latest_runs([j["id"] for j in jobs])
         return ser.page(
             [ctx.detailed_job(j, latest.get(j["id"])) for j in jobs], total, limit, offset
         )
@@ -60,7 +60,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.SEE_JOBS))
     ) -> Any:
         job = ctx.job(ws, job_id)
-        return ctx.detailed_job(job, store.latest_runs([job_id]).get(job_id))
+        return ctx.detailed_job(job, ctx.latest_runs([job_id]).get(job_id))
 
     @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-pause")
     def pause(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
-from headwater.api.limits import MAX_BODY
+from headwater.api.limits import MAX_BEACON
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core import beacon
 from headwater.core.access import Action, Scope
@@ -36,8 +36,8 @@ from headwater.store.telemetry import (
 )
 
 T = "/telemetry/v1/workspaces/{ws}"
-MAX_PAYLOAD = MAX_BODY
-"""The largest payload a beacon takes (the server's request body limit)."""
+MAX_PAYLOAD = MAX_BEACON
+"""The largest payload a beacon takes (a state holds every schema of its pipeline)."""
 LATE_PAYLOADS = timedelta(minutes=10)
 """How long after its run ended a beacon still takes payloads (dlt sends them as it exits)."""
 MAX_PAGE = 1000
