@@ -5,14 +5,14 @@ trigger-scoped key, then:
   a) wrk, 50 connections, POST /jobs/-trigger for the no-op job, each request
      creating a real run: requests/s and latency percentiles; then waits (bounded)
      until every run created has ended and reports how long the worker took;
-  b) with `hey` on PATH: 50 clients together offering a fixed rate (default 500
-     req/s, 10 per client), again each request a real run: the latency at that
-     rate. (wrk keeps every connection busy, so by Little's law its latency is
+  b) 50 clients together offering a fixed rate (default 500 req/s, Poisson
+     arrivals, `bench/open_loop.py`), again each request a real run: the latency
+     at that rate. (wrk keeps every connection busy, so by Little's law its latency is
      connections / throughput: p99 <= 50 ms with 50 busy connections would need
      > 1000 req/s. A fixed offered rate is how a latency target is measured.)
      Also the CPU each process spent per request (API, worker, launcher + runs);
   c) `dlthub job trigger noop`, the official CLI, N times: wall time per call.
-Needs `wrk` and `hey` (Debian packages) on PATH. Writes bench/api_results.json.
+Needs `wrk` (Debian package) on PATH. Writes bench/api_results.json.
 
     python bench/api_bench.py [--duration 5] [--connections 50] [--rate 500] [--cli-calls 5]
 """
@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+import open_loop  # noqa: E402  (beside this file)
 
 HERE = Path(__file__).parent
 LUA = """
@@ -61,8 +64,11 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--cli-calls", type=int, default=5)
-    ap.add_argument("--rate", type=int, default=500, help="offered req/s for the hey run")
+    ap.add_argument("--rate", type=int, default=500, help="offered req/s (0: skip)")
     ap.add_argument("--rate-duration", type=int, default=10)
+    ap.add_argument(
+        "--up-arg", action="append", default=[], help="extra `headwater up` argument (repeat)"
+    )
     ap.add_argument("--out", default=str(HERE / "api_results.json"))
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -85,12 +91,13 @@ def main() -> int:
             str(port),
             "--log-level",
             "warning",
+            *args.up_arg,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-    results: dict[str, object] = {}
+    results: dict[str, object] = {"up_args": args.up_arg}
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -166,7 +173,7 @@ def main() -> int:
             "drain_after_load_s": round(drain, 1),
         }
 
-        if shutil.which("hey") is not None:
+        if args.rate > 0:
             results["fixed_rate"] = fixed_rate(
                 url, ws_id, noop, key, server.pid, args, http, before + created
             )
@@ -236,38 +243,19 @@ def fixed_rate(
     http: httpx.Client,
     runs_before: int,
 ) -> dict[str, object]:
-    """`hey`: args.connections clients offering args.rate req/s in all, for args.rate_duration s."""
+    """`open_loop`: args.connections clients offering args.rate req/s in all (Poisson
+    arrivals), for args.rate_duration s; then the CPU each process spent per request."""
     procs = _tree(server_pid)
     cpu_before = {p: _cpu_ms(p) for p in procs}
-    per_client = args.rate / args.connections
-    hey = subprocess.run(
-        [
-            "hey",
-            "-z",
-            f"{args.rate_duration}s",
-            "-c",
-            str(args.connections),
-            "-q",
-            f"{per_client:g}",
-            "-m",
-            "POST",
-            "-T",
-            "application/json",
-            "-H",
-            f"Authorization: Bearer {key}",
-            "-d",
-            json.dumps({"job_ids": [job_id]}),
-            f"{url}/api/v1/workspaces/{ws_id}/jobs/-trigger",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=args.rate_duration + 120,
+    result = open_loop.run(
+        f"{url}/api/v1/workspaces/{ws_id}/jobs/-trigger",
+        {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        json.dumps({"job_ids": [job_id]}).encode(),
+        args.connections,
+        args.rate,
+        args.rate_duration,
     )
-    print(hey.stdout)
-    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", hey.stdout)
-    done = sum(int(n) for _code, n in codes)
-    ok = sum(int(n) for code, n in codes if code.startswith("2"))
-    pct = dict(re.findall(r"^\s+(50|90|99)% in ([\d.]+) secs", hey.stdout, re.M))
+    print(json.dumps(result, indent=2))
     # wait (bounded) for the runs to end, so the CPU of the runs is counted
     t0 = time.monotonic()
     while time.monotonic() - t0 < 600:
@@ -292,14 +280,9 @@ def fixed_rate(
         except OSError:
             pass
     total = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()["total"]
+    done = int(result["requests"])  # type: ignore[call-overload]
     return {
-        "offered_req_per_s": args.rate,
-        "clients": args.connections,
-        "duration_s": args.rate_duration,
-        "requests": done,
-        "ok": ok,
-        "achieved_req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", hey.stdout).group(1)),
-        "latency_s": {p: float(v) for p, v in pct.items()},
+        **result,
         "runs_created": total - runs_before,
         "drain_after_load_s": round(drain, 1),
         "cpu_ms_per_request": {k: round(v / max(done, 1), 2) for k, v in cpu.items()},

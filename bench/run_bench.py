@@ -11,7 +11,8 @@ then measures:
 a) trigger -> the job's first line, over sequential runs of a no-op job;
 b) a burst of triggers fired from a few client threads: runs completed per second;
 c) `job.success` chain latency: upstream's last line -> downstream's first line;
-d) memory (RSS and PSS) of the server and its warm launcher, idle and during the burst.
+d) memory (RSS and PSS) of the server (the API process and the worker process it forks)
+   and its warm launcher, idle and during the burst.
 
 "First line" is the wall-clock time the job itself prints (`FIRST <time.time()>`),
 read back from the logs API; every phase breakdown uses the server's own
@@ -176,7 +177,11 @@ def cmdline(pid: int) -> str:
 def memory_snapshot(server_pid: int) -> dict[str, Any]:
     """RSS and PSS (MB) of the server, its warm launcher(s) and the whole process tree."""
     tree = descendants(server_pid)
-    launchers = [p for p in children_of(server_pid) if "headwater.worker.forkserver" in cmdline(p)]
+    launchers = [p for p in tree if "headwater.worker.forkserver" in cmdline(p)]
+    # `up` forks its worker process: both are "the server" (same command line)
+    servers = [server_pid] + [
+        p for p in children_of(server_pid) if cmdline(p) == cmdline(server_pid)
+    ]
     mb = lambda kb: None if kb is None else kb / 1024.0  # noqa: E731
 
     def total(pids: list[int], fn: Any) -> float | None:
@@ -187,13 +192,14 @@ def memory_snapshot(server_pid: int) -> dict[str, Any]:
     return {
         "at": time.time(),
         "server_db_fds": db_fds(server_pid),
-        "server_rss_mb": mb(rss_kb(server_pid)),
-        "server_pss_mb": mb(pss_kb(server_pid)),
+        "server_pids": servers,
+        "server_rss_mb": total(servers, rss_kb),
+        "server_pss_mb": total(servers, pss_kb),
         "launcher_pids": launchers,
         "launcher_rss_mb": total(launchers, rss_kb),
         "launcher_pss_mb": total(launchers, pss_kb),
-        "server_plus_launcher_rss_mb": total([server_pid, *launchers], rss_kb),
-        "server_plus_launcher_pss_mb": total([server_pid, *launchers], pss_kb),
+        "server_plus_launcher_rss_mb": total([*servers, *launchers], rss_kb),
+        "server_plus_launcher_pss_mb": total([*servers, *launchers], pss_kb),
         "tree_processes": len(tree),
         "tree_rss_mb": total(tree, rss_kb),
         "tree_pss_mb": total(tree, pss_kb),

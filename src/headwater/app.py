@@ -67,8 +67,8 @@ class ManifestState:
 class Runtime:
     """API, scheduler, event dispatcher and a worker over one store.
 
-    With `separate_worker` (the default) the worker, scheduler and dispatcher run
-    in a child process forked at start, so the API and the runs' supervision each
+    With `separate_worker` the worker, scheduler and dispatcher run in a child
+    process forked at start, so the API and the runs' supervision each
     have a core (and an interpreter lock) of their own; the two processes wake
     each other over a `WakeBridge`. Otherwise everything runs in one process.
     """
@@ -83,7 +83,7 @@ class Runtime:
         warm: bool = True,
         max_parallel: int = 16,
         watch: bool = True,
-        separate_worker: bool = True,
+        separate_worker: bool = False,
         worker_nice: int = WORKER_NICE,
     ) -> None:
         self.workspace = workspace.resolve()

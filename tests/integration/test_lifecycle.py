@@ -41,10 +41,18 @@ def write_workspace(path: Path, body: str, all_names: list[str]) -> None:
     (path / "__deployment__.py").write_text(body + f"\n__all__ = {all_names!r}\n")
 
 
-def test_manifest_hot_reload_bad_manifest_survival_and_deployment_trigger(tmp_path: Path) -> None:
+LAYOUTS = pytest.mark.parametrize(
+    "layout", [(), ("--separate-worker",)], ids=["single-process", "separate-worker"]
+)
+
+
+@LAYOUTS
+def test_manifest_hot_reload_bad_manifest_survival_and_deployment_trigger(
+    tmp_path: Path, layout: tuple[str, ...]
+) -> None:
     ws = tmp_path / "ws"
     write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
-    srv = Server(ws).start()
+    srv = Server(ws, *layout).start()
     try:
         # the first manifest version fires `deployment:` jobs
         srv.wait_for(lambda: srv.runs("on_deploy"), 20, "deployment-triggered run")
@@ -110,12 +118,15 @@ def test_from_dlt_hub_import_run_without_dlthub_gets_dlts_error(tmp_path: Path) 
         srv.stop()
 
 
-def test_sigkill_and_restart_resolves_active_runs_and_runs_nothing_twice(tmp_path: Path) -> None:
+@LAYOUTS
+def test_sigkill_and_restart_resolves_active_runs_and_runs_nothing_twice(
+    tmp_path: Path, layout: tuple[str, ...]
+) -> None:
     ws = tmp_path / "ws"
     write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
     os.environ["FIRST_SLEEP"] = "60"
     try:
-        srv = Server(ws).start()
+        srv = Server(ws, *layout).start()
     finally:
         del os.environ["FIRST_SLEEP"]
     deployed = srv.wait_for(lambda: srv.runs("on_deploy"), 20, "deployment run")
@@ -182,11 +193,26 @@ def _alive(pid: int) -> bool:
         return f.read().split(")")[1].split()[0] != "Z"
 
 
-def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+@LAYOUTS
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path, layout: tuple[str, ...]) -> None:
     ws = tmp_path / "ws"
     write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
-    srv = Server(ws).start()
+    srv = Server(ws, *layout).start()
     assert srv.proc is not None
+    children = _children(srv.proc.pid)
+    assert children  # the warm launcher, and the worker process when it has its own
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.proc.wait(20) == 0
     assert not (ws / ".headwater" / "server.json").exists()
+    for pid in children:
+        srv.wait_for(lambda pid=pid: not _alive(pid), 10, f"child {pid} to end")
+
+
+def _children(pid: int) -> list[int]:
+    """Descendants of `pid` (the worker process, the warm launcher)."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            for child in f.read().split():
+                out += [int(child), *_children(int(child))]
+    return out

@@ -12,10 +12,15 @@ from tests.integration.harness import HERE, Server, copy_workspace
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["single-process", "separate-worker"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Every test runs against both layouts: one process, and the API beside a forked worker
+    process (chains, cancels, log follows and deploys then cross the wake bridge)."""
     ws = copy_workspace(HERE / "workspace", tmp_path_factory.mktemp("rt") / "ws")
-    srv = Server(ws).start()
+    extra = ("--separate-worker",) if request.param == "separate-worker" else ()
+    srv = Server(ws, *extra).start()
     yield srv
     srv.stop()
 
