@@ -224,12 +224,21 @@ def _cpu_ms(pid: int) -> float:
     return ticks * 1000 / os.sysconf("SC_CLK_TCK")
 
 
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def _tree(pid: int) -> dict[int, str]:
+    """The server's processes by role: the API (`up`), the worker process `up` forks with
+    --separate-worker (same command line), and warm launchers with the runs they fork."""
     out = {pid: "api"}
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        out[int(child)] = "worker"
-        for grandchild in Path(f"/proc/{child}/task/{child}/children").read_text().split():
-            out[int(grandchild)] = "launcher+runs"
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+            c = int(child)
+            out[c] = "worker" if _cmdline(c) == _cmdline(pid) else "launcher+runs"
+            todo.append(c)
     return out
 
 
@@ -244,7 +253,8 @@ def fixed_rate(
     runs_before: int,
 ) -> dict[str, object]:
     """`open_loop`: args.connections clients offering args.rate req/s in all (Poisson
-    arrivals), for args.rate_duration s; then the CPU each process spent per request."""
+    arrivals), for args.rate_duration s; then the CPU each process spent per request
+    (a forked run's CPU counts in its launcher's once the launcher has reaped it)."""
     procs = _tree(server_pid)
     cpu_before = {p: _cpu_ms(p) for p in procs}
     result = open_loop.run(
