@@ -138,26 +138,11 @@ def main() -> int:
         pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", wrk.stdout, re.M))
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk.stdout)
         requests = int(re.search(r"(\d+) requests in", wrk.stdout).group(1))
-        t0 = time.monotonic()
-        created = 0
-        while time.monotonic() - t0 < 600:
-            page = http.get(
-                f"/api/v1/workspaces/{ws_id}/job-runs",
-                params=[
-                    ("limit", 1),
-                    ("status", "pending"),
-                    ("status", "starting"),
-                    ("status", "running"),
-                ],
-            ).json()
-            total = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()[
-                "total"
-            ]
-            created = total - before
-            if page["total"] == 0:
-                break
-            time.sleep(0.5)
-        drain = time.monotonic() - t0
+        drain = wait_for_runs_to_end(http, ws_id)
+        total = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()[
+            "total"
+        ]
+        created = total - before
         failed = http.get(
             f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1, "status": "failed"}
         ).json()["total"]
@@ -217,6 +202,25 @@ def main() -> int:
     return 0
 
 
+def wait_for_runs_to_end(http: httpx.Client, ws_id: str, limit_s: float = 600) -> float:
+    """Seconds until no run is pending, starting or running (at most `limit_s`)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        active = http.get(
+            f"/api/v1/workspaces/{ws_id}/job-runs",
+            params=[
+                ("limit", 1),
+                ("status", "pending"),
+                ("status", "starting"),
+                ("status", "running"),
+            ],
+        ).json()["total"]
+        if active == 0:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
 def _cpu_ms(pid: int) -> float:
     """CPU time of a process and of its reaped children, in ms."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -266,22 +270,8 @@ def fixed_rate(
         args.rate_duration,
     )
     print(json.dumps(result, indent=2))
-    # wait (bounded) for the runs to end, so the CPU of the runs is counted
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 600:
-        active = http.get(
-            f"/api/v1/workspaces/{ws_id}/job-runs",
-            params=[
-                ("limit", 1),
-                ("status", "pending"),
-                ("status", "starting"),
-                ("status", "running"),
-            ],
-        ).json()["total"]
-        if active == 0:
-            break
-        time.sleep(0.5)
-    drain = time.monotonic() - t0
+    # wait for the runs to end, so the CPU of the runs is counted
+    drain = wait_for_runs_to_end(http, ws_id)
     time.sleep(1)
     cpu: dict[str, float] = {}
     for pid, role in procs.items():

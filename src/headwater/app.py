@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
 import os
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,8 @@ HOME_DIR = ".headwater"
 SERVER_FILE = "server.json"
 ADMIN_KEY_FILE = "admin.key"
 WORKER_NICE = 10
+WORKER_STOP_S = 15.0
+"""How long the worker process may take to stop its loops before it is killed."""
 """Default scheduling priority of the worker process and its runs, below the API's."""
 WATCHED_SUFFIXES = (".py", ".toml", ".json", ".yaml", ".yml", ".sql")
 
@@ -90,6 +92,7 @@ class Runtime:
         self.separate_worker = separate_worker
         self.worker_nice = worker_nice
         self._worker_pid: int | None = None
+        self._worker_watch: threading.Thread | None = None
         self._bridge: WakeBridge | None = None
         self.home = self.workspace / HOME_DIR
         self.home.mkdir(exist_ok=True)
@@ -202,9 +205,10 @@ class Runtime:
             finally:
                 os._exit(code)
         self._worker_pid = pid
-        threading.Thread(
+        self._worker_watch = threading.Thread(
             target=self._watch_worker_process, name="worker-watch", daemon=True
-        ).start()
+        )
+        self._worker_watch.start()
 
     def _worker_process_main(self, parent: int) -> None:
         stop = threading.Event()
@@ -275,8 +279,13 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._worker_pid is not None:
-            _stop_process(self._worker_pid, timeout=15.0)
+        if self._worker_pid is not None and self._worker_watch is not None:
+            # SIGTERM, then SIGKILL if it has not ended in time; the watcher reaps it
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if self._worker_watch.is_alive():
+                    with contextlib.suppress(ProcessLookupError):  # reaped meanwhile
+                        os.kill(self._worker_pid, sig)
+                    self._worker_watch.join(WORKER_STOP_S)
         elif not self.separate_worker:
             self.scheduler.stop()
             self.dispatcher.stop()
@@ -473,32 +482,3 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the parent-pid check in the worker process's loop remains
-
-
-def _stop_process(pid: int, timeout: float) -> None:
-    """SIGTERM, then SIGKILL if it has not ended within `timeout` (the watcher reaps it)."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        if _reaped_or_zombie(pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _reaped_or_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

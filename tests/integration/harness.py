@@ -26,6 +26,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+DLTHUB = str(Path(sys.executable).parent / "dlthub")
+
+
+def run_dlthub(
+    srv: Server, key: str, cwd: Path, home: Path, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The official `dlthub` CLI pointed at `srv`, as a user would after `headwater connect`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RUNTIME__", "WORKSPACE__", "HEADWATER_"))
+    }
+    env.pop("DLT_RUNTIME_INSECURE", None)
+    env.update(
+        RUNTIME__API_BASE_URL=srv.url,
+        RUNTIME__API_KEY=key,
+        RUNTIME__WORKSPACE_ID=srv.ws_id,
+        RUNTIME__DLTHUB_TELEMETRY="false",
+        # keeps ~/.dlt out of the real home; as root dlt uses /var/dlt regardless
+        HOME=str(home),
+    )
+    return subprocess.run(
+        [DLTHUB, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def copy_workspace(src: Path, dst: Path) -> Path:
     shutil.copytree(
         src, dst, ignore=shutil.ignore_patterns(".headwater", "__pycache__", "*.duckdb*")

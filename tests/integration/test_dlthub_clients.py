@@ -11,10 +11,8 @@ first, then the commands that need deployed jobs.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,11 +25,10 @@ import dlthub_sdk.errors
 import httpx
 import pytest
 
-from tests.integration.harness import HERE, TERMINAL, Server, copy_workspace
+from tests.integration.harness import HERE, TERMINAL, Server, copy_workspace, run_dlthub
 
 pytestmark = pytest.mark.integration
 
-DLTHUB = str(Path(sys.executable).parent / "dlthub")
 TIMEOUT = 60
 JOBS = {
     "ok",
@@ -59,28 +56,8 @@ class Clients:
         self.srv, self.local, self.home, self.admin = srv, local, home, admin
 
     def dlthub(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("RUNTIME__", "WORKSPACE__", "HEADWATER_"))
-        }
-        env.pop("DLT_RUNTIME_INSECURE", None)
-        env.update(
-            RUNTIME__API_BASE_URL=self.srv.url,
-            RUNTIME__API_KEY=key or self.admin,
-            RUNTIME__WORKSPACE_ID=self.srv.ws_id,
-            RUNTIME__DLTHUB_TELEMETRY="false",
-            # keeps ~/.dlt out of the real home; as root dlt uses /var/dlt regardless
-            HOME=str(self.home),
-        )
-        return subprocess.run(
-            [DLTHUB, *args],
-            cwd=self.local,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            stdin=subprocess.DEVNULL,
+        return run_dlthub(
+            self.srv, key or self.admin, self.local, self.home, *args, timeout=TIMEOUT
         )
 
     def ok(self, *args: str, key: str | None = None) -> str:

@@ -9,9 +9,7 @@ twice: runs forked from the warm launcher, and runs in a new interpreter (`--no-
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,10 @@ import pytest
 
 from headwater.core import beacon
 from headwater.store.vault import load_key
-from tests.integration.harness import Server
+from tests.integration.harness import Server, run_dlthub
 
 pytestmark = pytest.mark.integration
 
-DLTHUB = str(Path(sys.executable).parent / "dlthub")
 WORKSPACE = """
 import os
 
@@ -187,28 +184,7 @@ def test_the_sdk_reads_pipeline_runs_and_the_job_result(srv: Server) -> None:
 
 
 def dlthub(srv: Server, local: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RUNTIME__", "WORKSPACE__", "HEADWATER_"))
-    }
-    env.pop("DLT_RUNTIME_INSECURE", None)
-    env.update(
-        RUNTIME__API_BASE_URL=srv.url,
-        RUNTIME__API_KEY=srv.key,
-        RUNTIME__WORKSPACE_ID=srv.ws_id,
-        RUNTIME__DLTHUB_TELEMETRY="false",
-        HOME=str(local.parent / "home"),
-    )
-    return subprocess.run(
-        [DLTHUB, *args],
-        cwd=local,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_dlthub(srv, srv.key, local, local.parent / "home", *args)
 
 
 def test_dlthub_job_runs_result_prints_the_result(srv: Server) -> None:

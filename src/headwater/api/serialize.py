@@ -14,6 +14,8 @@ from typing import Any
 from dlt._workspace.deployment._job_ref import short_name
 from dlt._workspace.profile import DEFAULT_PROFILE
 
+from headwater.workspace.launch import effective_profile
+
 SYSTEM_NS = uuid.UUID("6f1d8f3e-9c1e-4a8b-9a0e-7f4c2b1d5e60")
 
 
@@ -67,12 +69,12 @@ def workspace(ws: dict[str, Any], base_url: str, manifest: dict[str, Any]) -> di
 def job_profile(job_def: dict[str, Any], default: str = DEFAULT_PROFILE) -> str:
     """The job's profile (`require.profile`), else the one dlt picks for a run without one
     (`default`: the server's `WORKSPACE__PROFILE`, the code's pinned profile, or `dev`)."""
-    return str((job_def.get("require") or {}).get("profile") or default)
+    return run_profile({}, job_def, default)
 
 
 def run_profile(r: dict[str, Any], job_def: dict[str, Any], default: str = DEFAULT_PROFILE) -> str:
     """The profile dlt runs the run with: the run's own, else its job's, else `default`."""
-    return str(r.get("profile") or job_profile(job_def, default))
+    return str(effective_profile(r, job_def) or default)
 
 
 def job(j: dict[str, Any], base_url: str, default_profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
