@@ -232,16 +232,24 @@ def _cmdline(pid: int) -> bytes:
     return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def _tree(pid: int) -> dict[int, str]:
-    """The server's processes by role: the API (`up`), the worker process `up` forks with
-    --separate-worker (same command line), and warm launchers with the runs they fork."""
+    """The server's processes by role: the API (`up`, and the API processes it forks with
+    --api-processes), the worker process `up` forks with --separate-worker (same command
+    line, niced), and warm launchers with the runs they fork."""
     out = {pid: "api"}
     todo = [pid]
     while todo:
         parent = todo.pop()
         for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
             c = int(child)
-            out[c] = "worker" if _cmdline(c) == _cmdline(pid) else "launcher+runs"
+            if _cmdline(c) != _cmdline(pid):
+                out[c] = "launcher+runs"
+            else:
+                out[c] = "worker" if _nice(c) > _nice(pid) else "api"
             todo.append(c)
     return out
 

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,8 +72,11 @@ class Runtime:
 
     With `separate_worker` the worker, scheduler and dispatcher run in a child
     process forked at start, so the API and the runs' supervision each
-    have a core (and an interpreter lock) of their own; the two processes wake
+    have a core (and an interpreter lock) of their own; the processes wake
     each other over a `WakeBridge`. Otherwise everything runs in one process.
+    With `api_processes` > 1 (which implies `separate_worker`) that many processes
+    answer the API on one listening socket; `start` answers True in the forked ones,
+    which serve the API only and learn of manifest changes over the bridge.
     """
 
     def __init__(
@@ -87,9 +91,14 @@ class Runtime:
         watch: bool = True,
         separate_worker: bool = False,
         worker_nice: int = WORKER_NICE,
+        api_processes: int = 1,
     ) -> None:
         self.workspace = workspace.resolve()
-        self.separate_worker = separate_worker
+        self.api_processes = max(1, api_processes)
+        self.separate_worker = separate_worker or self.api_processes > 1
+        self.is_api_copy = False
+        """True in an API process forked by `start` (not the one that started the server)."""
+        self._api_pids: list[int] = []
         self.worker_nice = worker_nice
         self._worker_pid: int | None = None
         self._worker_watch: threading.Thread | None = None
@@ -168,15 +177,20 @@ class Runtime:
         """The profile dlt runs a run with when neither the run nor its job names one."""
         return dlt_profile({}, {}, self._code_dir, self.worker.base_env)
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Start the server's processes and threads; True in a forked API process."""
         lost = recover_lost_runs(self.store)
         if lost:
             log.warning("%d run(s) were active when Headwater stopped; marked failed", len(lost))
         if not self._remote:
             self.reload_manifest(refresh_launcher=False)
         if self.separate_worker:
+            # forks come before any thread starts: a thread's lock would stay held in the child
+            for _ in range(self.api_processes - 1):
+                if self._fork_api_process():
+                    return True
             self._fork_worker_process()
-            self._bridge = WakeBridge(self.store.notifier, self.home / "peers")
+            self._bridge = self._api_bridge()
         else:
             self._start_engine()
         if self._watch:
@@ -185,6 +199,46 @@ class Runtime:
         (self.home / SERVER_FILE).write_text(
             json.dumps({"url": self.url, "workspace_id": self.ws_id, "pid": os.getpid()})
         )
+        return False
+
+    def _fork_api_process(self) -> bool:
+        """Fork one more API process; True in the child."""
+        pid = os.fork()
+        if pid:
+            self._api_pids.append(pid)
+            return False
+        self.is_api_copy = True
+        self._api_pids = []
+        _die_with_parent()
+        self.store.engine.dispose(close=False)  # the parent's connections stay the parent's
+        self._bridge = self._api_bridge()
+        return True
+
+    def _api_bridge(self) -> WakeBridge:
+        """An API process's bridge: it follows what another API process learns of the
+        manifest (a remote deploy or a reload answered there)."""
+        bridge = WakeBridge(self.store.notifier, self.home / "peers")
+        bridge.on("api_state", self._on_api_state)
+        return bridge
+
+    def _share_state(self) -> None:
+        if self._bridge is None:
+            return
+        state = {
+            k: v.isoformat() if isinstance(v, datetime) else v
+            for k, v in self.manifest.as_dict().items()
+        }
+        self._bridge.command(
+            "api_state", manifest=state, code_dir=str(self._code_dir), remote=self._remote
+        )
+
+    def _on_api_state(self, args: dict[str, Any]) -> None:
+        with self._reload_lock:
+            for name, value in args["manifest"].items():
+                if name in ("loaded_at", "error_at") and value is not None:
+                    value = datetime.fromisoformat(value)
+                setattr(self.manifest, name, value)
+            self._code_dir, self._remote = Path(args["code_dir"]), bool(args["remote"])
 
     def _start_engine(self) -> None:
         self.worker.start()
@@ -279,6 +333,11 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.is_api_copy:
+            if self._bridge is not None:
+                self._bridge.close()
+            return
+        _stop_children(self._api_pids, WORKER_STOP_S)
         if self._worker_pid is not None and self._worker_watch is not None:
             # SIGTERM, then SIGKILL if it has not ended in time; the watcher reaps it
             for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -317,6 +376,7 @@ class Runtime:
                 log.error(
                     "manifest not loaded, keeping version %s: %s", self.manifest.version, ex.detail
                 )
+                self._share_state()
                 return {
                     "ok": False,
                     "error": ex.detail,
@@ -345,6 +405,7 @@ class Runtime:
                     now,
                 )
                 log.info("manifest version %s loaded", version)
+            self._share_state()
             return {
                 "ok": True,
                 "changed": version is not None,
@@ -414,6 +475,7 @@ class Runtime:
                     if new_dir != self._code_dir:
                         self._code_dir, self._remote = new_dir, True
                         self._refresh_launcher(keep_previous=False)
+                self._share_state()
         return self._deploy_answer(outcomes, loaded.warnings, manifest["deployment_module"])
 
     def _deploy_answer(
@@ -473,6 +535,30 @@ class Runtime:
                 log.info("workspace changed: %s", result)
         except Exception:
             log.exception("file watch stopped")
+
+
+def _stop_children(pids: list[int], grace_s: float) -> None:
+    """SIGTERM the processes, reap them, and SIGKILL those still there after `grace_s`."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    left = set(pids)
+    while left:
+        for pid in list(left):
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if left and time.monotonic() > deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = float("inf")
+        if left:
+            time.sleep(0.05)
 
 
 def _die_with_parent() -> None:

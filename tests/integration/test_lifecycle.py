@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.harness import Server
@@ -98,6 +99,50 @@ def test_manifest_hot_reload_bad_manifest_survival_and_deployment_trigger(
         assert srv.run(run["id"])["status"] == "completed"
         listed = srv.get(f"{srv.w}/jobs", params={"is_archived": "false"})["items"]
         assert "jobs.__deployment__.second" not in {j["job_ref"] for j in listed}
+    finally:
+        srv.stop()
+
+
+def test_every_api_process_answers_the_same_manifest_and_keys(tmp_path: Path) -> None:
+    """With two API processes on one port, what one learns (a reload by the file watch in
+    the first, a key revoked in either) every other answers at once."""
+    ws = tmp_path / "ws"
+    write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
+    srv = Server(ws, "--api-processes", "2").start()
+
+    def manifests() -> list[dict[str, object]]:
+        # a new connection each time: the kernel hands each to either process
+        answers = []
+        for _ in range(12):
+            with httpx.Client(base_url=srv.url, headers=srv.http.headers, timeout=10) as http:
+                answers.append(http.get(srv.w).json()["manifest"])
+        return answers
+
+    try:
+        v1 = srv.get(srv.w)["manifest"]["version"]
+        write_workspace(ws, BASE + "\nthis is not python(\n", ["first", "queued", "on_deploy"])
+        srv.wait_for(lambda: srv.get(srv.w)["manifest"]["error"], 30, "manifest error")
+        assert all(m["error"] and m["version"] == v1 for m in manifests())
+
+        write_workspace(ws, BASE + "\n# fixed\n", ["first", "queued", "on_deploy"])
+        srv.wait_for(lambda: srv.get(srv.w)["manifest"]["error"] is None, 30, "manifest fixed")
+        assert all(m["error"] is None for m in manifests())
+
+        # triggers land on both processes and every run is numbered once
+        for _ in range(10):
+            with httpx.Client(base_url=srv.url, headers=srv.http.headers, timeout=10) as http:
+                assert http.post(f"{srv.w}/jobs/-trigger", json={"selectors": ["manual:*"]})
+        numbers = sorted(r["number"] for r in srv.runs("first"))
+        assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 10
+
+        key = srv.cli("key", "create", "--name", "short", "--scope", "read").stdout.strip()
+        for _ in range(6):  # every process has the key cached
+            assert httpx.get(srv.url + srv.w, headers={"Authorization": f"Bearer {key}"}).is_success
+        srv.post(f"{srv.w}/api-keys/short/-revoke")
+        time.sleep(0.3)  # the wake-up crosses to the other process
+        for _ in range(6):
+            answer = httpx.get(srv.url + srv.w, headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == 401, answer.text
     finally:
         srv.stop()
 

@@ -12,14 +12,23 @@ from tests.integration.harness import HERE, Server, copy_workspace
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module", params=["single-process", "separate-worker"])
+LAYOUTS = {
+    "single-process": (),
+    "separate-worker": ("--separate-worker",),
+    "two-api-processes": ("--api-processes", "2"),
+}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """Every test runs against both layouts: one process, and the API beside a forked worker
-    process (chains, cancels, log follows and deploys then cross the wake bridge)."""
+    """Every test runs against each layout: one process; the API beside a forked worker
+    process (chains, cancels, log follows and deploys then cross the wake bridge); and
+    two API processes on one port beside the worker process (each request may land on
+    either)."""
     ws = copy_workspace(HERE / "workspace", tmp_path_factory.mktemp("rt") / "ws")
-    extra = ("--separate-worker",) if request.param == "separate-worker" else ()
+    extra = LAYOUTS[request.param]
     srv = Server(ws, *extra).start()
     yield srv
     srv.stop()

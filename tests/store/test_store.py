@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -11,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -18,7 +20,7 @@ from sqlalchemy import Engine, insert, text
 
 from headwater.core.policy import TriggerStatus
 from headwater.core.states import RunStatus
-from headwater.store.db import make_engine
+from headwater.store.db import make_engine, sqlite_url, upgrade, write
 from headwater.store.models import Cursor, ScheduleCursor
 from headwater.store.store import JobSpec, LogLine, RunRequest, Store
 
@@ -546,6 +548,103 @@ def test_a_failing_trigger_in_a_combined_batch_fails_alone(store: Store, ws: str
     runs, total = store.list_runs(ws, job_id=job["id"])
     assert total == 16
     assert sorted(r["number"] for r in runs) == list(range(1, 17))
+
+
+# -- triggers from an event loop (the API's trigger routes) ---------------------------------------
+
+
+def _gather(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """`fn(i)` for i < n, all awaited together on one event loop."""
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(fn(i) for i in range(n)), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_async_triggers_of_busy_job_create_exactly_one_pending_run(store: Store, ws: str) -> None:
+    job = add_jobs(store, ws, job_spec("jobs.m.a"))["jobs.m.a"]
+
+    results = _gather(20, lambda i: store.create_run_async(run_request(job, concurrency=1)))
+
+    assert Counter(r.decision.status for r in results) == {
+        TriggerStatus.TRIGGERED: 1,
+        TriggerStatus.SKIPPED_CONCURRENCY_LIMIT: 19,
+    }
+    runs, total = store.list_runs(ws, job_id=job["id"])
+    assert Counter(r["status"] for r in runs) == {"pending": 1, "skipped": 19}
+    assert sorted(r["number"] for r in runs) == list(range(1, 21))
+    assert store.get_job(job["id"])["run_counter"] == 20  # type: ignore[index]
+
+
+def test_async_triggers_of_two_jobs_are_numbered_per_job_and_deduped(store: Store, ws: str) -> None:
+    jobs = add_jobs(
+        store, ws, job_spec("jobs.m.a", concurrency=None), job_spec("jobs.m.b", concurrency=None)
+    )
+    a, b = jobs["jobs.m.a"], jobs["jobs.m.b"]
+
+    def trigger(i: int) -> Any:
+        job = a if i % 2 else b
+        # every third trigger of a job repeats one dedupe key: one run for all of them
+        key = "tick" if i % 3 == 0 else None
+        return store.create_run_async(run_request(job, concurrency=None, dedupe_key=key))
+
+    results = _gather(30, trigger)
+
+    assert not [r for r in results if isinstance(r, BaseException)]
+    for job in (a, b):
+        runs, total = store.list_runs(ws, job_id=job["id"])
+        assert sorted(r["number"] for r in runs) == list(range(1, total + 1))
+        assert sum(r["dedupe_key"] == "tick" for r in runs) == 1
+    assert len({r.run["id"] for r in results}) == 30 - 10 + 2  # type: ignore[union-attr]
+
+
+def test_an_async_trigger_of_a_missing_job_fails_alone(store: Store, ws: str) -> None:
+    job = add_jobs(store, ws, job_spec("jobs.m.a", concurrency=None))["jobs.m.a"]
+    missing = {**job, "id": "no-such-job"}
+
+    results = _gather(
+        10,
+        lambda i: store.create_run_async(run_request(missing if i == 3 else job, concurrency=None)),
+    )
+
+    assert [type(r) for r in results].count(KeyError) == 1
+    assert store.list_runs(ws, job_id=job["id"])[1] == 9
+
+
+def test_async_triggers_wait_for_a_writer_without_blocking_the_loop(tmp_path: Path) -> None:
+    """SQLite: while another writer holds the database, the loop keeps running; the
+    triggers are recorded once it lets go."""
+    engine = make_engine(sqlite_url(tmp_path / "hw.db"))
+    upgrade(engine)
+    store = Store(engine)
+    ws = store.ensure_workspace(str(tmp_path), "ws")["id"]
+    job = add_jobs(store, ws, job_spec("jobs.m.a", concurrency=None))["jobs.m.a"]
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with write(store.engine):
+            held.set()
+            release.wait(5)
+
+    threading.Thread(target=writer, daemon=True).start()
+    assert held.wait(5)
+
+    async def main() -> tuple[int, list[Any]]:
+        triggers = asyncio.gather(
+            *(store.create_run_async(run_request(job, concurrency=None)) for _ in range(5))
+        )
+        ticks = 0
+        for _ in range(20):  # the loop turns while the triggers wait
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not triggers.done()
+        release.set()
+        return ticks, await asyncio.wait_for(triggers, 5)
+
+    ticks, results = asyncio.run(main())
+    assert ticks == 20
+    assert sorted(r.run["number"] for r in results) == [1, 2, 3, 4, 5]
 
 
 def test_two_stores_on_one_database_trigger_one_busy_job_once(

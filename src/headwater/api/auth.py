@@ -1,7 +1,8 @@
 """API-key authentication: `Authorization: Bearer dlt_sa_...` on every route but `/health`.
 
 Keys are looked up by their SHA-256; a short cache keeps the lookup off the
-hot path (a revoke through this server clears it at once).
+hot path (a revoke through this server clears it at once, in each of its API
+processes: the KEYS wake-up).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope, allows
+from headwater.store import notify
 from headwater.store.store import Store
 
 CACHE_S = 5.0
@@ -42,15 +44,20 @@ class Authenticator:
         self.ws_id = ws_id
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
+        self._keys_seen = store.notifier.version(notify.KEYS)
 
     def clear(self) -> None:
-        with self._lock:
-            self._cache.clear()
+        """Forget every cached key here and in this server's other processes."""
+        self.store.notifier.notify(notify.KEYS)
 
     def _cached(self, secret: str) -> tuple[bool, dict[str, Any] | None]:
         """(hit, row): a key looked up less than CACHE_S ago needs no database."""
         now = time.monotonic()
         with self._lock:
+            keys = self.store.notifier.version(notify.KEYS)
+            if keys != self._keys_seen:
+                self._cache.clear()
+                self._keys_seen = keys
             hit = self._cache.get(secret)
         if hit is not None and now - hit[0] < CACHE_S:
             return True, hit[1]

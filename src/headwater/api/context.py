@@ -46,9 +46,11 @@ class ApiContext:
         if ws != self.ws_id:
             raise ApiError(404, f"no workspace {ws!r} on this server", "workspace_not_found")
 
-    def job(self, ws: str, job_id: str) -> dict[str, Any]:
+    def job(self, ws: str, job_id: str, cached: bool = False) -> dict[str, Any]:
+        """The job, or 404. `cached`: from the store's job cache (for a trigger, which
+        re-reads the job under its lock; a miss reads one row)."""
         self.check_ws(ws)
-        job = self.store.get_job(job_id)
+        job = self.store.get_job_cached(job_id) if cached else self.store.get_job(job_id)
         if job is None or job["workspace_id"] != ws:
             raise ApiError(404, f"no job {job_id!r} in this workspace", "job_not_found")
         return job

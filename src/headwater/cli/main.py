@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,9 +127,17 @@ def up(
             " API answers first when runs use every core.",
         ),
     ] = 10,
+    api_processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes answering the API on one port (more than 1 implies"
+            " --separate-worker): for trigger floods on several cores; each takes memory.",
+        ),
+    ] = 1,
 ) -> None:
     """Run everything on this machine: API, scheduler, event dispatcher and a worker."""
-    import uvicorn
 
     from headwater.app import Runtime
     from headwater.workspace.triggers import humanize
@@ -163,8 +172,13 @@ def up(
         watch=watch,
         separate_worker=separate_worker,
         worker_nice=worker_nice,
+        api_processes=api_processes,
     )
-    runtime.start()
+    # bound before any process is forked: every API process accepts on this socket
+    listener = _listen(host, port)
+    if runtime.start():
+        _serve(runtime, listener)  # a forked API process: no banner
+        return
     out.print(f"[bold]Headwater[/bold] serving workspace [cyan]{workspace}[/cyan]")
     out.print(f"  workspace id  {runtime.ws_id}")
     out.print(f"  API           {runtime.url}")
@@ -175,15 +189,42 @@ def up(
         trig = ", ".join(humanize(t) for t in job["definition"].get("triggers", [])) or "manual"
         out.print(f"  job  {job['job_ref']}  [dim]{job['job_type']}; {trig}[/dim]")
     sys.stdout.flush()
+    _serve(runtime, listener)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, as uvicorn would open it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as ex:
+        _fail(f"cannot listen on {host}:{port}: {ex.strerror}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve(runtime: Any, listener: socket.socket) -> None:
+    import uvicorn
+
     server = uvicorn.Server(
-        uvicorn.Config(runtime.api(), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            runtime.api(),
+            host=runtime.host,
+            port=runtime.port,
+            log_level="warning",
+            access_log=False,
+            backlog=2048,
+        )
     )
     # uvicorn re-raises the signal that stopped it once it has shut down; with these
     # handlers that re-raise is a no-op and the runtime below still stops cleanly
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         runtime.stop()
 

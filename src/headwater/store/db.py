@@ -59,6 +59,25 @@ class WriteLock:
         finally:
             self._threads.release()
 
+    def try_acquire(self) -> bool:
+        """Take the lock if no thread or process holds it; never waits (for an event loop)."""
+        if not self._threads.acquire(blocking=False):
+            return False
+        try:
+            fd = self._file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._threads.release()
+            return False
+        except BaseException:
+            self._threads.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        self.__exit__()
+
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
 
@@ -111,6 +130,11 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+
+def write_lock(engine: Engine) -> WriteLock | None:
+    """The engine's `WriteLock` (SQLite); None where the database queues writers itself."""
+    return _WRITE_LOCKS.get(engine)
 
 
 @contextmanager

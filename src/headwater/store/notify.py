@@ -28,7 +28,8 @@ CANCELS = "cancels"  # a live run was asked to stop
 EVENTS = "events"  # an event was appended
 LOGS = "logs"  # log lines were appended or a run ended
 JOBS = "jobs"  # jobs changed: deploy, pause, resume
-TOPICS = (RUNS, CANCELS, EVENTS, LOGS, JOBS)
+KEYS = "keys"  # an API key was revoked
+TOPICS = (RUNS, CANCELS, EVENTS, LOGS, JOBS, KEYS)
 
 
 class _Topic:

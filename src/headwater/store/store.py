@@ -8,12 +8,15 @@ Rows come back as plain dicts.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from headwater.core import policy
 from headwater.core.states import ACTIVE, LIVE, TERMINAL, RunStatus, sources_of
 from headwater.store import notify
-from headwater.store.db import write
+from headwater.store.db import WriteLock, write, write_lock
 from headwater.store.models import (
     ApiKey,
     Cursor,
@@ -208,6 +211,36 @@ class _QueuedTrigger:
     done: threading.Event = field(default_factory=threading.Event)
     result: TriggerResult | None = None
     error: BaseException | None = None
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[TriggerResult]] | None = None
+    """An async caller's loop and future (`create_run_async`), resolved on that loop."""
+
+
+def _resolve(futures: list[tuple[asyncio.Future[TriggerResult], _QueuedTrigger]]) -> None:
+    for future, item in futures:
+        if future.done():  # the caller went away (cancelled)
+            continue
+        if item.error is not None:
+            future.set_exception(item.error)
+        else:
+            future.set_result(item.result)  # type: ignore[arg-type]
+
+
+def _answer(items: list[_QueuedTrigger]) -> None:
+    """Wake the callers of answered items: threads by their event, async callers with
+    one call per event loop (not one per item: each call writes to the loop's pipe)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    for item in items:
+        if item.result is None and item.error is None:
+            continue
+        item.done.set()
+        if item.waiter is not None:
+            loop, future = item.waiter
+            by_loop.setdefault(loop, []).append((future, item))
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, futures)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
 
 @dataclass(frozen=True)
@@ -235,6 +268,11 @@ class Store:
         self._queue: list[_QueuedTrigger] = []
         self._queue_lock = threading.Lock()
         self._combining = False
+        # records batches for async callers, so the event loop never waits on the database
+        # (its one thread starts on first use)
+        self._combiner = ThreadPoolExecutor(1, thread_name_prefix="trigger-combiner")
+        # triggers an event loop records on its next turn (SQLite; see create_run_async)
+        self._on_loop: list[_QueuedTrigger] = []
 
     # -- workspace -------------------------------------------------------------------------
 
@@ -641,17 +679,73 @@ class Store:
         costs one commit and one lock hand-over per batch instead of per trigger.
         """
         item = _QueuedTrigger(req, now or utcnow(), dry_run)
-        with self._queue_lock:
-            self._queue.append(item)
-            combine = not self._combining
-            self._combining = True
-        if combine:
+        if self._enqueue(item):
             self._combine()
         item.done.wait()
         if item.error is not None:
             raise item.error
         assert item.result is not None
         return item.result
+
+    async def create_run_async(
+        self, req: RunRequest, *, now: datetime | None = None, dry_run: bool = False
+    ) -> TriggerResult:
+        """`create_run` for the event loop, which goes on serving while the run is recorded.
+
+        On SQLite the loop records every trigger queued since its last turn itself, in
+        one transaction, once the write lock is free (it never waits for it): a
+        thread would have to win the interpreter lock back from the loop after every
+        statement. Elsewhere a combiner thread records them.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[TriggerResult] = loop.create_future()
+        item = _QueuedTrigger(req, now or utcnow(), dry_run, waiter=(loop, future))
+        lock = write_lock(self.engine)
+        if lock is None:
+            if self._enqueue(item):
+                self._combiner.submit(self._combine)
+        else:
+            with self._queue_lock:
+                self._on_loop.append(item)
+                first = len(self._on_loop) == 1
+            if first:
+                loop.call_soon(self._record_on_loop, loop, lock)
+        return await future
+
+    def _record_on_loop(
+        self, loop: asyncio.AbstractEventLoop, lock: WriteLock, locked: bool = False
+    ) -> None:
+        if not locked and not lock.try_acquire():
+            # another writer holds it: a thread waits for it, so the loop neither blocks nor spins
+            self._combiner.submit(self._lock_for_loop, loop, lock)
+            return
+        with self._queue_lock:
+            batch, self._on_loop = self._on_loop, []
+        try:
+            if batch:
+                self._record(batch, self.engine.begin)
+        except BaseException as ex:
+            for item in batch:
+                if item.result is None and item.error is None:
+                    item.error = ex
+            _answer(batch)
+        finally:
+            lock.release()
+
+    def _lock_for_loop(self, loop: asyncio.AbstractEventLoop, lock: WriteLock) -> None:
+        lock.__enter__()
+        try:
+            loop.call_soon_threadsafe(self._record_on_loop, loop, lock, True)
+        except RuntimeError:  # the loop is closed
+            lock.release()
+
+    def _enqueue(self, item: _QueuedTrigger) -> bool:
+        """Queue a trigger; True when the caller must start combining."""
+        with self._queue_lock:
+            self._queue.append(item)
+            combine = not self._combining
+            self._combining = True
+        return combine
 
     def _combine(self) -> None:
         """Record queued triggers until the queue is empty."""
@@ -669,15 +763,20 @@ class Store:
                 stranded, self._queue = self._queue, []
                 self._combining = False
             for item in batch + stranded:
-                if not item.done.is_set():
+                if item.result is None and item.error is None:
                     item.error = ex
-                    item.done.set()
+            _answer(batch + stranded)
             raise
 
-    def _record(self, batch: list[_QueuedTrigger]) -> None:
+    def _record(
+        self,
+        batch: list[_QueuedTrigger],
+        transaction: Callable[[], AbstractContextManager[Connection]] | None = None,
+    ) -> None:
+        begin = transaction or (lambda: write(self.engine))
         try:
-            with write(self.engine) as conn:
-                results = [self._decide_and_record(conn, i.req, i.now, i.dry_run) for i in batch]
+            with begin() as conn:
+                results = self._decide_and_record(conn, batch)
             for item, result in zip(batch, results, strict=True):
                 item.result = result
         except Exception:
@@ -687,56 +786,112 @@ class Store:
             # record each alone, so only that one gets the error
             for item in batch:
                 try:
-                    with write(self.engine) as conn:
-                        item.result = self._decide_and_record(
-                            conn, item.req, item.now, item.dry_run
-                        )
+                    with begin() as conn:
+                        (item.result,) = self._decide_and_record(conn, [item])
                 except Exception as ex:
                     item.error = ex
         finally:
             self.notifier.notify(notify.RUNS)
-            for item in batch:
-                if item.result is not None or item.error is not None:
-                    item.done.set()
+            _answer(batch)
 
     def _decide_and_record(
-        self, conn: Connection, req: RunRequest, now: datetime, dry_run: bool
-    ) -> TriggerResult:
-        job = conn.execute(_LOCK_JOB, {"b_id": req.job_id}).first()
-        if job is None:
-            raise KeyError(req.job_id)
-        if req.dedupe_key is not None:
-            prior = conn.execute(
-                _PRIOR_RUN, {"b_job_id": req.job_id, "b_dedupe_key": req.dedupe_key}
-            ).first()
-            if prior is not None:
-                return TriggerResult(
-                    policy.Decision(policy.TriggerStatus.TRIGGERED), _row(prior), existing=True
+        self, conn: Connection, batch: list[_QueuedTrigger]
+    ) -> list[TriggerResult]:
+        """Decide the triggers in order, each on the facts its predecessors left.
+
+        Each job row is read (and locked) once per batch; its run counter and active
+        runs are then carried in memory, and the batch's runs and events are written
+        with one statement each.
+        """
+        jobs: dict[str, Any] = {}
+        counters: dict[str, int] = {}
+        active: dict[str, int] = {}
+        deduped: dict[tuple[str, str], dict[str, Any]] = {}
+        runs: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        results: list[TriggerResult] = []
+        for item in batch:
+            req, now = item.req, item.now
+            job = jobs.get(req.job_id)
+            if job is None:
+                job = conn.execute(_LOCK_JOB, {"b_id": req.job_id}).first()
+                if job is None:
+                    raise KeyError(req.job_id)
+                jobs[req.job_id], counters[req.job_id] = job, job.run_counter
+            if req.dedupe_key is not None:
+                prior = deduped.get((req.job_id, req.dedupe_key))
+                if prior is None:
+                    prior = _row(
+                        conn.execute(
+                            _PRIOR_RUN, {"b_job_id": req.job_id, "b_dedupe_key": req.dedupe_key}
+                        ).first()
+                    )
+                if prior is not None:
+                    results.append(
+                        TriggerResult(
+                            policy.Decision(policy.TriggerStatus.TRIGGERED), prior, existing=True
+                        )
+                    )
+                    continue
+            if req.concurrency is not None and req.job_id not in active:
+                # an unlimited job needs no count
+                active[req.job_id] = int(
+                    conn.execute(_COUNT_ACTIVE, {"b_job_id": req.job_id}).scalar_one()
                 )
-        active = 0
-        if req.concurrency is not None:  # an unlimited job needs no count
-            active = conn.execute(_COUNT_ACTIVE, {"b_job_id": req.job_id}).scalar_one()
-        decision = policy.decide(
-            policy.JobFacts(
-                concurrency=req.concurrency,
-                active_runs=int(active),
-                is_paused=job.is_paused,
-                is_archived=job.is_archived,
-                workspace_archived=job.ws_archived_at is not None,
-            ),
-            req.trigger,
-        )
-        if dry_run:
-            return TriggerResult(decision, None)
-        if decision.status in (
-            policy.TriggerStatus.SKIPPED_PAUSED,
-            policy.TriggerStatus.SKIPPED_ARCHIVED,
-        ):
-            return TriggerResult(decision, None)
-        number = job.run_counter + 1
-        conn.execute(_SET_RUN_COUNTER, {"b_id": req.job_id, "b_number": number})
+            decision = policy.decide(
+                policy.JobFacts(
+                    concurrency=req.concurrency,
+                    active_runs=active.get(req.job_id, 0),
+                    is_paused=job.is_paused,
+                    is_archived=job.is_archived,
+                    workspace_archived=job.ws_archived_at is not None,
+                ),
+                req.trigger,
+            )
+            if item.dry_run or decision.status in (
+                policy.TriggerStatus.SKIPPED_PAUSED,
+                policy.TriggerStatus.SKIPPED_ARCHIVED,
+            ):
+                results.append(TriggerResult(decision, None))
+                continue
+            counters[req.job_id] += 1
+            created = decision.creates_run
+            if created and req.job_id in active:
+                active[req.job_id] += 1
+            run = self._new_run(job, req, counters[req.job_id], decision, now)
+            runs.append(run)
+            if req.dedupe_key is not None:
+                deduped[(req.job_id, req.dedupe_key)] = run
+            events.append(
+                {
+                    "workspace_id": job.workspace_id,
+                    "kind": "run.pending" if created else "run.skipped",
+                    "job_id": req.job_id,
+                    "run_id": run["id"],
+                    "payload": {"trigger": req.trigger, "job_ref": job.job_ref},
+                    "created_at": now,
+                }
+            )
+            results.append(TriggerResult(decision, run))
+        if runs:
+            conn.execute(
+                _SET_RUN_COUNTER,
+                [
+                    {"b_id": job_id, "b_number": n}
+                    for job_id, n in counters.items()
+                    if n != jobs[job_id].run_counter
+                ],
+            )
+            conn.execute(_INSERT_RUN, runs)
+            conn.execute(_INSERT_EVENT, events)
+        return results
+
+    @staticmethod
+    def _new_run(
+        job: Any, req: RunRequest, number: int, decision: policy.Decision, now: datetime
+    ) -> dict[str, Any]:
         created = decision.creates_run
-        run = dict(
+        return dict(
             id=new_id(),
             workspace_id=job.workspace_id,
             job_id=req.job_id,
@@ -771,17 +926,6 @@ class Store:
             started_at=None,
             finished_at=None if created else now,
         )
-        conn.execute(_INSERT_RUN, run)
-        self._event(
-            conn,
-            job.workspace_id,
-            "run.pending" if created else "run.skipped",
-            job_id=req.job_id,
-            run_id=run["id"],
-            now=now,
-            payload={"trigger": req.trigger, "job_ref": job.job_ref},
-        )
-        return TriggerResult(decision, run)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:

@@ -58,8 +58,7 @@ def _interval(
     return start, end
 
 
-def fire(
-    store: Store,
+def run_request(
     job: dict[str, Any],
     trigger: str,
     *,
@@ -70,12 +69,12 @@ def fire(
     previous_run_id: str | None = None,
     triggered_by: str | None = None,
     dedupe_key: str | None = None,
-    dry_run: bool = False,
-) -> TriggerResult:
+) -> RunRequest:
+    """What a trigger of `job` asks the store for: its interval, limits and concurrency."""
     job_def = job["definition"]
     timeout, grace = triggers.timeout_of(job_def)
     start, end = _interval(job_def, trigger, now, refresh)
-    req = RunRequest(
+    return RunRequest(
         job_id=job["id"],
         trigger=trigger,
         profile=profile,
@@ -90,7 +89,34 @@ def fire(
         grace_period_s=grace,
         concurrency=triggers.concurrency_of(job_def),
     )
+
+
+def fire(
+    store: Store,
+    job: dict[str, Any],
+    trigger: str,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    **request: Any,
+) -> TriggerResult:
+    """Ask for a run of `job` (see `run_request` for the keyword arguments)."""
+    req = run_request(job, trigger, now=now, **request)
     return store.create_run(req, now=now, dry_run=dry_run)
+
+
+async def fire_async(
+    store: Store,
+    job: dict[str, Any],
+    trigger: str,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    **request: Any,
+) -> TriggerResult:
+    """`fire` for the event loop: the loop serves other requests while the run is recorded."""
+    req = run_request(job, trigger, now=now, **request)
+    return await store.create_run_async(req, now=now, dry_run=dry_run)
 
 
 def effective_profile(run: dict[str, Any], job_def: dict[str, Any]) -> str | None:

@@ -12,10 +12,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
-from headwater.api.idempotency import idempotent
+from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
 from headwater.api.responses import ApiError
 from headwater.api.routes.jobs import TriggerJobsRequest, trigger_many
@@ -58,7 +59,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     r = APIRouter(tags=["legacy"], route_class=JSONRoute)
 
     @r.post("/api/v1/workspaces/{ws}/scripts/trigger", status_code=201)
-    def scripts_trigger(
+    async def scripts_trigger(
         ws: str,
         body: ScriptsTriggerRequest,
         request: Request,
@@ -67,7 +68,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         ctx.check_ws(ws)
         if not body.job_refs and not body.selectors:
             raise ApiError(400, "give job_refs or selectors", "invalid_request")
-        jobs, _ = ctx.store.list_jobs(ws, is_archived=False, limit=100_000)
+        jobs, _ = await run_in_threadpool(ctx.store.list_jobs, ws, is_archived=False, limit=100_000)
         by_ref = {j["job_ref"]: j for j in jobs}
         job_ids = []
         for ref in body.job_refs or []:
@@ -88,11 +89,13 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             parameters=body.parameters,
         )
 
-        def answer() -> dict[str, Any]:
-            result = trigger_many(ctx, job_ids, body.selectors or [], request_body, p)
+        async def answer() -> dict[str, Any]:
+            result = await trigger_many(ctx, job_ids, body.selectors or [], request_body, p)
             items = result["succeeded"] + result["skipped"]
             return {"triggered": [legacy_item(i) for i in items], "failed": result["failed"]}
 
-        return idempotent(ctx.store, request, p, body.model_dump(), answer, status_code=201)
+        return await idempotent_async(
+            ctx.store, request, p, body.model_dump(), answer, status_code=201
+        )
 
     return r

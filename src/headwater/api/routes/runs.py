@@ -11,13 +11,13 @@ from pydantic import BaseModel, ConfigDict
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
-from headwater.api.idempotency import idempotent
+from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action, Scope
 from headwater.core.states import TERMINAL, RunStatus
 from headwater.workspace import triggers
-from headwater.workspace.launch import fire
+from headwater.workspace.launch import fire_async
 
 MAX_PAGE = 1000
 
@@ -72,23 +72,26 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         return ser.page(items, total, limit, offset)
 
     @r.post("/api/v1/workspaces/{ws}/job-runs")
-    def create_run(
+    async def create_run(
         ws: str,
         body: CreateJobRunRequest,
         request: Request,
         p: Principal = Depends(auth.require(Action.TRIGGER)),
     ) -> Any:
-        job = ctx.job(ws, body.job_id)
-        return idempotent(store, request, p, body.model_dump(), lambda: start(job, body, p))
+        # async, as the trigger route: the run is recorded by `fire_async`
+        job = ctx.job(ws, body.job_id, cached=True)
+        return await idempotent_async(
+            store, request, p, body.model_dump(), lambda: start(job, body, p)
+        )
 
-    def start(job: dict[str, Any], body: CreateJobRunRequest, p: Principal) -> Any:
+    async def start(job: dict[str, Any], body: CreateJobRunRequest, p: Principal) -> Any:
         try:
             trigger = triggers.check_trigger(body.trigger)
         except triggers.TriggerError as ex:
             raise ApiError(400, str(ex), "invalid_trigger") from ex
         if job["job_type"] != "batch":
             raise ApiError(409, f"{job['job_type']} jobs are not served by Headwater", "not_served")
-        result = fire(
+        result = await fire_async(
             store,
             job,
             trigger,
