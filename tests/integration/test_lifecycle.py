@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -143,6 +145,34 @@ def test_every_api_process_answers_the_same_manifest_and_keys(tmp_path: Path) ->
         for _ in range(6):
             answer = httpx.get(srv.url + srv.w, headers={"Authorization": f"Bearer {key}"})
             assert answer.status_code == 401, answer.text
+    finally:
+        srv.stop()
+
+
+def test_a_second_up_on_a_taken_port_leaves_the_first_server_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers with several API processes each could share one port (SO_REUSEPORT);
+    the second is refused before it touches the store, where it would end the first
+    server's active runs as lost."""
+    monkeypatch.setenv("FIRST_SLEEP", "60")
+    ws = tmp_path / "ws"
+    write_workspace(ws, BASE, ["first", "queued", "on_deploy"])
+    srv = Server(ws, "--api-processes", "2").start()
+    try:
+        run = srv.start_run("first")
+        srv.wait_for(lambda: srv.run(run["id"])["status"] == "running", 30, "running")
+        second = subprocess.run(
+            [sys.executable, "-m", "headwater.cli.main", "up", str(ws), "--port", str(srv.port)]
+            + ["--api-processes", "2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "cannot listen" in second.stderr and "Address already in use" in second.stderr
+        assert srv.run(run["id"])["status"] == "running"
+        srv.post(f"{srv.w}/job-runs/{run['id']}/-cancel")
     finally:
         srv.stop()
 

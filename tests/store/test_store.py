@@ -841,6 +841,51 @@ def test_waiting_run_does_not_block_runs_of_other_pipelines(store: Store, ws: st
     assert [ids.get(r) if r else None for r in refs] == ["jobs.m.a", "jobs.m.c", "jobs.m.d", None]
 
 
+def test_claim_many_takes_the_oldest_startable_runs_and_one_per_pipeline(
+    store: Store, ws: str
+) -> None:
+    jobs = add_jobs(
+        store,
+        ws,
+        job_spec("jobs.m.a", pipeline_name="shared"),
+        job_spec("jobs.m.b", pipeline_name="shared"),
+        job_spec("jobs.m.c", pipeline_name="other"),
+        job_spec("jobs.m.d"),
+        job_spec("jobs.m.e"),
+    )
+    for i, ref in enumerate(["jobs.m.a", "jobs.m.b", "jobs.m.c", "jobs.m.d", "jobs.m.e"]):
+        store.create_run(run_request(jobs[ref]), now=T0 + timedelta(seconds=i))
+    names = {j["id"]: ref for ref, j in jobs.items()}
+
+    first = store.claim_many("w", 3)
+    # b shares a's pipeline, claimed in the same call: it waits
+    assert [names[r["job_id"]] for r in first] == ["jobs.m.a", "jobs.m.c", "jobs.m.d"]
+    assert {r["status"] for r in first} == {"starting"}
+    rest = store.claim_many("w", 10)
+    assert [names[r["job_id"]] for r in rest] == ["jobs.m.e"]
+    assert store.claim_many("w", 10) == []
+
+
+def test_transition_many_moves_what_may_move_in_one_call(store: Store, ws: str) -> None:
+    job = add_jobs(store, ws, job_spec("jobs.m.a", concurrency=None))["jobs.m.a"]
+    a, b = (store.create_run(run_request(job, concurrency=None)).run for _ in range(2))
+    assert a is not None and b is not None
+    store.claim_many("w", 2)
+
+    moved = store.transition_many(
+        [
+            (a["id"], RunStatus.RUNNING, {"pid": 11}),
+            (b["id"], RunStatus.COMPLETED, {"exit_code": 0}),  # starting -> completed: illegal
+        ]
+    )
+
+    assert moved[0] is not None and moved[0]["status"] == "running" and moved[0]["pid"] == 11
+    assert moved[1] is None
+    assert store.get_run(b["id"])["status"] == "starting"  # type: ignore[index]
+    done = store.transition_many([(a["id"], RunStatus.COMPLETED, {"exit_code": 0})])
+    assert done[0] is not None and done[0]["finished_at"] is not None
+
+
 def test_concurrent_claimers_never_claim_the_same_run_twice(store: Store, ws: str) -> None:
     job = add_jobs(store, ws, job_spec("jobs.m.a", concurrency=None))["jobs.m.a"]
     for i in range(30):

@@ -162,6 +162,10 @@ def up(
             "[yellow]add `.headwater/` to .gitignore[/yellow]: a `dlthub deploy` from this folder"
             " would otherwise upload Headwater's database and keys"
         )
+    # bound first: a second `up` on a taken port stops before it touches the store (it would
+    # end the first server's active runs as lost) or forks anything
+    several = api_processes > 1
+    listener = _listen(host, port, several)
     runtime = Runtime(
         workspace,
         db_url=db_url,
@@ -174,10 +178,13 @@ def up(
         worker_nice=worker_nice,
         api_processes=api_processes,
     )
-    # bound before any process is forked: every API process accepts on this socket
-    listener = _listen(host, port)
     if runtime.start():
-        _serve(runtime, listener)  # a forked API process: no banner
+        # a forked API process: no banner, and a socket of its own on the same port, so the
+        # kernel spreads connections evenly (on one shared socket the busiest process takes
+        # most of them)
+        own = _listen(host, port, several, probe=False)
+        listener.close()
+        _serve(runtime, own)
         return
     out.print(f"[bold]Headwater[/bold] serving workspace [cyan]{workspace}[/cyan]")
     out.print(f"  workspace id  {runtime.ws_id}")
@@ -192,11 +199,17 @@ def up(
     _serve(runtime, listener)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The API's listening socket, as uvicorn would open it."""
+def _listen(host: str, port: int, reuse_port: bool = False, probe: bool = True) -> socket.socket:
+    """The API's listening socket, as uvicorn would open it; with `reuse_port` one of
+    several that share the port (SO_REUSEPORT). `probe`: first make sure nothing holds
+    the port, not even another server's SO_REUSEPORT group (which would share it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if reuse_port and probe:
+        _listen(host, port).close()
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as ex:

@@ -986,33 +986,49 @@ class Store:
         Answers the updated run, or None when the run was not in a source state
         (someone else moved it first).
         """
+        return self.transition_many([(run_id, target, fields)], now=now)[0]
+
+    def transition_many(
+        self,
+        moves: Sequence[tuple[str, RunStatus, dict[str, Any]]],
+        *,
+        now: datetime | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """`transition` for several runs (id, target, fields) in one transaction: a worker
+        ends or starts the runs of one turn together."""
+        if not moves:
+            return []
         now = now or utcnow()
-        values: dict[str, Any] = {"status": target.value, "updated_at": now, **fields}
-        if target in TERMINAL:
-            values.setdefault("finished_at", now)
-        if target is RunStatus.STARTING:
-            values.setdefault("started_at", now)
+        moved: list[dict[str, Any] | None] = []
         with write(self.engine) as conn:
-            result = conn.execute(
-                _MOVE_RUN,
-                {"b_id": run_id, "b_sources": [s.value for s in sources_of(target)], **values},
-            ).first()
-            if result is None:
-                return None
-            run = dict(result._mapping)
-            self._event(
-                conn,
-                run["workspace_id"],
-                f"run.{target.value}",
-                job_id=run["job_id"],
-                run_id=run_id,
-                now=now,
-                payload={"reason": run["reason"], "exit_code": run["exit_code"]},
-            )
-        if target in TERMINAL:
+            for run_id, target, fields in moves:
+                values: dict[str, Any] = {"status": target.value, "updated_at": now, **fields}
+                if target in TERMINAL:
+                    values.setdefault("finished_at", now)
+                if target is RunStatus.STARTING:
+                    values.setdefault("started_at", now)
+                result = conn.execute(
+                    _MOVE_RUN,
+                    {"b_id": run_id, "b_sources": [s.value for s in sources_of(target)], **values},
+                ).first()
+                if result is None:
+                    moved.append(None)
+                    continue
+                run = dict(result._mapping)
+                self._event(
+                    conn,
+                    run["workspace_id"],
+                    f"run.{target.value}",
+                    job_id=run["job_id"],
+                    run_id=run_id,
+                    now=now,
+                    payload={"reason": run["reason"], "exit_code": run["exit_code"]},
+                )
+                moved.append(run)
+        if any(target in TERMINAL for _id, target, _f in moves):
             # a slot is free; log followers may close; chains may fire
             self.notifier.notify(notify.RUNS, notify.LOGS, notify.EVENTS)
-        return run
+        return moved
 
     def request_cancel(
         self, run_id: str, reason: str = "cancelled by request"
@@ -1039,12 +1055,21 @@ class Store:
         return self.get_run(run_id)
 
     def claim_next(self, worker_id: str, now: datetime | None = None) -> dict[str, Any] | None:
-        """Take the oldest pending run that may start now and mark it `starting`.
+        """Take the oldest pending run that may start now and mark it `starting`."""
+        claimed = self.claim_many(worker_id, 1, now)
+        return claimed[0] if claimed else None
 
-        A run waits while another live run loads the same dlt pipeline; its
-        `reason` says so.
+    def claim_many(
+        self, worker_id: str, limit: int, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Take up to `limit` of the oldest pending runs that may start now, in one
+        transaction, and mark them `starting`.
+
+        A run waits while another live run (or one claimed here) loads the same dlt
+        pipeline; its `reason` says so.
         """
         now = now or utcnow()
+        claims: list[dict[str, Any]] = []
         with write(self.engine) as conn:
             if conn.dialect.name == "postgresql":
                 # one claimer at a time, as BEGIN IMMEDIATE gives on SQLite: the pipeline
@@ -1052,9 +1077,11 @@ class Store:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
             candidates = conn.execute(_PENDING_RUNS).all()
             if not candidates:
-                return None
+                return claims
             busy = {r.pipeline_name for r in conn.execute(_BUSY_PIPELINES)}
             for cand in candidates:
+                if len(claims) >= limit:
+                    break
                 wait_reason = policy.pipeline_conflict(cand.pipeline_name, busy)
                 if wait_reason is not None:
                     if cand.reason != wait_reason:
@@ -1073,6 +1100,8 @@ class Store:
                 ).first()
                 if claimed is None:
                     continue
+                if claimed.pipeline_name is not None:
+                    busy.add(claimed.pipeline_name)
                 self._event(
                     conn,
                     claimed.workspace_id,
@@ -1081,8 +1110,8 @@ class Store:
                     run_id=claimed.id,
                     now=now,
                 )
-                return dict(claimed._mapping)
-        return None
+                claims.append(dict(claimed._mapping))
+        return claims
 
     def live_runs(self, worker_id: str | None = None) -> list[dict[str, Any]]:
         cond = [R.c.status.in_([s.value for s in LIVE])]

@@ -198,27 +198,61 @@ class Worker:
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
             seen = self.store.notifier.version(notify.RUNS)
-            if self.active_count >= self.max_parallel:
+            free = self.max_parallel - self.active_count
+            if free <= 0:
                 self.store.notifier.wait(notify.RUNS, seen, 0.5)
                 continue
             try:
-                run = self.store.claim_next(self.worker_id)
+                # what a turn claims it starts together: one transaction to claim, one to
+                # mark them running, whatever their number
+                runs = self.store.claim_many(self.worker_id, free)
             except Exception:
-                log.exception("claiming a run failed")
-                run = None
+                log.exception("claiming runs failed")
+                runs = []
                 time.sleep(0.5)
-            if run is None:
+            if not runs:
                 self.store.notifier.wait(notify.RUNS, seen, 1.0)
                 continue
+            self._start_all(runs)
+
+    def _start_all(self, runs: list[dict[str, Any]]) -> None:
+        started: list[tuple[RunHandle, str]] = []
+        failed: list[tuple[str, RunStatus, dict[str, Any]]] = []
+        for run in runs:
             try:
-                self._start(run)
+                started.append(self._spawn(run))
             except Exception as ex:
                 log.exception("starting run %s failed", run["id"])
                 self._runner_line(run["id"], f"could not start the run: {ex}", source="setup")
-                self._flush()
-                self.store.transition(run["id"], RunStatus.FAILED, reason=f"could not start: {ex}")
+                failed.append((run["id"], RunStatus.FAILED, {"reason": f"could not start: {ex}"}))
+        if failed:
+            self._flush()
+        # the runs are `running` before the supervisor may see their exit, so ending them is legal
+        self.store.transition_many(
+            [
+                (
+                    h.run["id"],
+                    RunStatus.RUNNING,
+                    {"pid": h.pid, "pid_started": process_start_ticks(h.pid), "launch_mode": mode},
+                )
+                for h, mode in started
+            ]
+            + failed
+        )
+        with self._lock:
+            for handle, _mode in started:
+                self._handles[handle.run["id"]] = handle
+                self._by_pid[handle.pid] = handle
+                early = self._early_exits.pop(handle.pid, None)
+                if early is not None:
+                    handle.exit_code, handle.exited_at = early, time.monotonic()
+                for fd in handle.streams:
+                    handle.partial[fd] = bytearray()
+                    self._sel.register(fd, selectors.EVENT_READ, handle)
+        self._wake()
 
-    def _start(self, run: dict[str, Any]) -> None:
+    def _spawn(self, run: dict[str, Any]) -> tuple[RunHandle, str]:
+        """Start the run's process; answers its handle (not yet supervised) and launch mode."""
         version = self.store.get_job_version(run["job_version_id"])
         if version is None:
             raise RuntimeError("the run's job version is missing from the store")
@@ -261,27 +295,10 @@ class Worker:
         finally:
             os.close(out_w)
             os.close(err_w)
-        handle = RunHandle(run=run, pid=pid, streams={out_r: "stdout", err_r: "stderr"})
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
-        # the run is `running` before the supervisor may see its exit, so ending it is legal
-        self.store.transition(
-            run["id"],
-            RunStatus.RUNNING,
-            pid=pid,
-            pid_started=process_start_ticks(pid),
-            launch_mode=starter.mode,
-        )
-        with self._lock:
-            self._handles[run["id"]] = handle
-            self._by_pid[pid] = handle
-            early = self._early_exits.pop(pid, None)
-            if early is not None:
-                handle.exit_code, handle.exited_at = early, time.monotonic()
-            for fd in (out_r, err_r):
-                handle.partial[fd] = bytearray()
-                self._sel.register(fd, selectors.EVENT_READ, handle)
-        self._wake()
+        handle = RunHandle(run=run, pid=pid, streams={out_r: "stdout", err_r: "stderr"})
+        return handle, starter.mode
 
     def _on_exit(self, pid: int, code: int) -> None:
         with self._lock:
@@ -452,15 +469,28 @@ class Worker:
                     or (h.exited_at is not None and now - h.exited_at > PIPE_DRAIN_AFTER_EXIT_S)
                 )
             ]
+        if not done:
+            return
         for h in done:
             if h.streams:
                 # a child of the job still holds the pipes: the run is over, so is the group
                 _signal_group(h.pid, signal.SIGKILL)
                 for fd in list(h.streams):
                     self._close_stream(fd, h)
-            self._finish(h)
+        # the runs that ended in this turn end together: one flush, one transaction
+        moves = [self._outcome(h) for h in done]
+        self._flush()
+        self.store.transition_many(moves)
+        with self._lock:
+            for h in done:
+                self._handles.pop(h.run["id"], None)
+                self._by_pid.pop(h.pid, None)
+                self._line_nums.pop(h.run["id"], None)
+        # slots are free now (the store's wake-up came before they were)
+        self.store.notifier.notify_local(notify.RUNS)
 
-    def _finish(self, h: RunHandle) -> None:
+    def _outcome(self, h: RunHandle) -> tuple[str, RunStatus, dict[str, Any]]:
+        """How the run ended (the move to make), with its last runner line queued."""
         code = h.exit_code
         assert code is not None
         run = h.run
@@ -484,13 +514,7 @@ class Worker:
             f"run #{run['number']} {status.value} (exit code {code})"
             + (f": {reason}" if reason else ""),
         )
-        self._flush()
-        self.store.transition(run["id"], status, exit_code=code, reason=reason)
-        with self._lock:
-            self._handles.pop(run["id"], None)
-            self._by_pid.pop(h.pid, None)
-            self._line_nums.pop(run["id"], None)
-        self.store.notifier.notify(notify.RUNS)
+        return run["id"], status, {"exit_code": code, "reason": reason}
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
