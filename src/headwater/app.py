@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -278,6 +279,11 @@ class Runtime:
         bridge = WakeBridge(self.store.notifier, self.home / "peers")
         bridge.on("refresh_launcher", self._on_refresh_launcher)
         self._start_engine()
+        # as the API process does (cli `_serve`): full collections stay short, so this
+        # process never holds the write lock through a long pause. Done here, not before the
+        # fork: shared pages would then be copied one refcount at a time, under load
+        gc.collect()
+        gc.freeze()
         while not stop.wait(1.0):
             if os.getppid() != parent:
                 break

@@ -80,7 +80,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """No key needed: is the server up, and which workspace does it serve."""
         return {"status": "ok", "workspace_id": ctx.ws_id}
 
-    routers = (workspace, jobs, runs, logs, keys, legacy, deployments, organizations, webhooks)
+    # the trigger routes' routers first: requests are matched against routes in order
+    routers = (jobs, runs, workspace, logs, keys, legacy, deployments, organizations, webhooks)
     for module in (*routers, workspace_variables, telemetry):
         app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -222,9 +223,15 @@ def _listen(host: str, port: int, reuse_port: bool = False, probe: bool = True) 
 def _serve(runtime: Any, listener: socket.socket) -> None:
     import uvicorn
 
+    app = runtime.api()
+    # what start-up loaded (dlt, SQLAlchemy, the app) lives as long as the server: out of
+    # the collector's sight, a full collection walks only what requests made since, instead
+    # of pausing every request for 150-250 ms (measured on 2 cores under a trigger flood)
+    gc.collect()
+    gc.freeze()
     server = uvicorn.Server(
         uvicorn.Config(
-            runtime.api(),
+            app,
             host=runtime.host,
             port=runtime.port,
             log_level="warning",

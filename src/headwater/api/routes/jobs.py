@@ -38,6 +38,26 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     r = APIRouter(tags=["jobs"], route_class=JSONRoute)
     store = ctx.store
 
+    # first: a request is matched against the routes in order, and this is the hot one
+    @r.post("/api/v1/workspaces/{ws}/jobs/-trigger")
+    async def trigger_jobs(
+        ws: str,
+        body: TriggerJobsRequest,
+        request: Request,
+        p: Principal = Depends(auth.require(Action.TRIGGER)),
+    ) -> Any:
+        # async: the hot path of a trigger flood costs no thread hop (see `fire_async`)
+        ctx.check_ws(ws)
+        if not body.job_ids and not body.selectors:
+            raise ApiError(400, "give job_ids or selectors", "invalid_request")
+        return await idempotent_async(
+            store,
+            request,
+            p,
+            body.model_dump(),
+            lambda: trigger_many(ctx, body.job_ids or [], body.selectors or [], body, p),
+        )
+
     @r.get("/api/v1/workspaces/{ws}/jobs")
     def list_jobs(
         ws: str,
@@ -126,25 +146,6 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             501,
             f"{job['job_ref']} is published, but Headwater does not serve interactive jobs yet",
             "not_served",
-        )
-
-    @r.post("/api/v1/workspaces/{ws}/jobs/-trigger")
-    async def trigger_jobs(
-        ws: str,
-        body: TriggerJobsRequest,
-        request: Request,
-        p: Principal = Depends(auth.require(Action.TRIGGER)),
-    ) -> Any:
-        # async: the hot path of a trigger flood costs no thread hop (see `fire_async`)
-        ctx.check_ws(ws)
-        if not body.job_ids and not body.selectors:
-            raise ApiError(400, "give job_ids or selectors", "invalid_request")
-        return await idempotent_async(
-            store,
-            request,
-            p,
-            body.model_dump(),
-            lambda: trigger_many(ctx, body.job_ids or [], body.selectors or [], body, p),
         )
 
     return r
