@@ -177,6 +177,35 @@ def test_a_second_up_on_a_taken_port_leaves_the_first_server_alone(
         srv.stop()
 
 
+def test_runs_start_one_at_a_time_with_max_starting_1(tmp_path: Path) -> None:
+    """A burst of triggers forks its runs one start-up window apart, not all at once."""
+    ws = tmp_path / "ws"
+    body = (
+        "import time\nimport dlt.hub.run as run\n\n"
+        '@run.job(execute={"concurrency": None})\n'
+        "def nap():\n"
+        '    print(f"START {time.time():.6f}", flush=True)\n'
+        "    time.sleep(1.5)\n"
+    )
+    write_workspace(ws, body, ["nap"])
+    srv = Server(ws, "--max-starting", "1").start()
+    try:
+        runs = [srv.start_run("nap") for _ in range(3)]
+        starts = []
+        for run in runs:
+            assert srv.wait_run(run["id"], 60)["status"] == "completed", srv.logs(run["id"])
+            (line,) = [x for x in srv.user_output(run["id"]) if x.startswith("START ")]
+            starts.append(float(line.split()[1]))
+        starts.sort()
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        # each waits for its predecessor's start-up window (0.5 s), measured from its fork
+        assert min(gaps) > 0.3, gaps
+        # and not for its predecessor's end: the three overlap
+        assert starts[-1] - starts[0] < 1.5 + 1.5, gaps
+    finally:
+        srv.stop()
+
+
 def test_from_dlt_hub_import_run_without_dlthub_gets_dlts_error(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     write_workspace(ws, "from dlt.hub import run\n\n@run.job\ndef x():\n    pass\n", ["x"])

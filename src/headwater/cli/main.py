@@ -109,6 +109,14 @@ def up(
     ] = None,
     warm: Annotated[bool, typer.Option(help="Fork runs from a pre-loaded launcher.")] = True,
     max_parallel: Annotated[int, typer.Option(help="Most runs this worker runs at once.")] = 16,
+    max_starting: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Most runs in their first half second at once (start-up is CPU-heavy), so"
+            " a flood of triggers cannot crowd the API off the cores. Default: one per core.",
+        ),
+    ] = None,
     watch: Annotated[bool, typer.Option(help="Reload the manifest when files change.")] = True,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
     separate_worker: Annotated[
@@ -174,6 +182,7 @@ def up(
         port=port,
         warm=warm,
         max_parallel=max_parallel,
+        max_starting=max_starting,
         watch=watch,
         separate_worker=separate_worker,
         worker_nice=worker_nice,

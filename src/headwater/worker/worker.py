@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SUPERVISE_TICK_S = 0.05
 IDLE_TICK_S = 1.0
+STARTUP_WINDOW_S = 0.5
+"""A run counts as starting (imports, first work: CPU-heavy) this long after its fork."""
 PIPE_DRAIN_AFTER_EXIT_S = 2.0
 """How long a run's pipes may stay open after its process exited (a child holding them)."""
 MAX_LINE = 64 * 1024
@@ -76,6 +78,7 @@ class Worker:
         code_dir: Callable[[], Path] | None = None,
         extra_env: Callable[[dict[str, Any]], dict[str, str]] | None = None,
         max_parallel: int = 16,
+        max_starting: int | None = None,
         warm: bool = True,
         base_env: dict[str, str] | None = None,
         beacon_dsn: Callable[[dict[str, Any]], str | None] | None = None,
@@ -91,6 +94,9 @@ class Worker:
         # where a run's dlt reports its pipeline traces and job result
         self.beacon_dsn = beacon_dsn
         self.max_parallel = max_parallel
+        # a flood of triggers would otherwise fork max_parallel runs at once, and their
+        # start-up CPU would crowd the API off the cores: one start per core at a time
+        self.max_starting = max_starting or len(os.sched_getaffinity(0))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.base_env = dict(base_env if base_env is not None else os.environ)
         self._warm = warm
@@ -195,12 +201,26 @@ class Worker:
 
     # -- claiming and starting ----------------------------------------------------------------
 
+    def starting(self, now: float | None = None) -> tuple[int, float | None]:
+        """Runs still in their start-up window, and the seconds until the next leaves it."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            left = [
+                h.started + STARTUP_WINDOW_S - now
+                for h in self._handles.values()
+                if h.exit_code is None and now - h.started < STARTUP_WINDOW_S
+            ]
+        return len(left), min(left, default=None)
+
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
             seen = self.store.notifier.version(notify.RUNS)
-            free = self.max_parallel - self.active_count
+            starting, next_leaves = self.starting()
+            free = min(self.max_parallel - self.active_count, self.max_starting - starting)
             if free <= 0:
-                self.store.notifier.wait(notify.RUNS, seen, 0.5)
+                # an exit wakes this (RUNS); a run leaving its start-up window does not
+                wait = 0.5 if next_leaves is None else min(0.5, max(next_leaves, 0.002))
+                self.store.notifier.wait(notify.RUNS, seen, wait)
                 continue
             try:
                 # what a turn claims it starts together: one transaction to claim, one to
