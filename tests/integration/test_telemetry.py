@@ -183,6 +183,55 @@ def test_the_sdk_reads_pipeline_runs_and_the_job_result(srv: Server) -> None:
         assert summary.pipeline_run_id == listed.id
 
 
+def test_pipeline_and_dataset_stats_add_up_the_window_s_runs(srv: Server) -> None:
+    finished(srv, "two")
+    finished(srv, "two")
+    finished(srv, "broken")
+    runs = srv.get(f"{tele(srv)}/pipeline-runs", params={"limit": 1000})["items"]
+    two = [r for r in runs if r["pipeline_name"] == "tele_two"]
+
+    page = srv.get(f"{tele(srv)}/pipelines/-/stats", params={"pipeline_name": "tele_two"})
+    (stats,) = page["items"]
+    assert page["total"] == 1 and stats["pipeline_name"] == "tele_two"
+    assert stats["total_pipeline_run_count"] == len(two) >= 2
+    assert stats["succeeded_pipeline_run_count"] == len(two) and stats["success_ratio"] == 1.0
+    assert stats["total_rows_loaded"] == sum(r["total_rows_loaded"] for r in two)
+    assert stats["latest_dataset_name"] == "raw" and stats["latest_destination_name"]
+    assert stats["latest_status"] == "succeeded"
+
+    failing = srv.get(f"{tele(srv)}/pipelines/-/stats", params={"latest_status": "failed"})
+    assert [x["pipeline_name"] for x in failing["items"]] == ["tele_broken"]
+    newest_first = srv.get(f"{tele(srv)}/pipelines/-/stats")["items"]
+    assert newest_first[0]["pipeline_name"] == "tele_broken"  # ran last
+    by_count = srv.get(
+        f"{tele(srv)}/pipelines/-/stats",
+        params=[("sort", "total_pipeline_run_count"), ("order", "desc")],
+    )["items"]
+    counts = [x["total_pipeline_run_count"] for x in by_count]
+    assert counts == sorted(counts, reverse=True)
+    bad = srv.http.get(f"{tele(srv)}/pipelines/-/stats", params={"sort": "nope", "order": "asc"})
+    assert bad.status_code == 400 and bad.json()["code"] == "bad_sort"
+
+    (raw,) = srv.get(f"{tele(srv)}/datasets/-/stats", params={"dataset_name": "raw"})["items"]
+    in_raw = [r for r in runs if r["dataset_name"] == "raw"]
+    assert raw["total_pipeline_run_count"] == len(in_raw)
+    assert raw["distinct_pipeline_count"] == len({r["pipeline_name"] for r in in_raw})
+    newest = max(in_raw, key=lambda r: (r["started_at"], r["id"]))
+    assert raw["latest_pipeline_run_id"] == newest["id"]
+    assert raw["latest_pipeline_name"] == newest["pipeline_name"]
+    assert raw["latest_status"] == newest["status"]
+    assert raw["succeeded_pipeline_run_count"] == sum(r["status"] == "succeeded" for r in in_raw)
+
+    # the official SDK reads both
+    with dlthub_sdk.connect(token=srv.key, base_url=srv.url) as runtime:
+        ws = runtime.workspaces.get(id=srv.ws_id)
+        (activity,) = list(ws.telemetry.pipelines(pipeline_name="tele_two"))
+        assert activity.total_pipeline_run_count == len(two)
+        assert activity.failed_pipeline_run_count == 0
+        (dataset,) = list(ws.telemetry.datasets(dataset_name="raw"))
+        assert dataset.distinct_pipeline_count == raw["distinct_pipeline_count"]
+
+
 def dlthub(srv: Server, local: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_dlthub(srv, srv.key, local, local.parent / "home", *args)
 

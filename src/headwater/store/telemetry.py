@@ -36,6 +36,19 @@ SUMMARY_COLUMNS = (
     PR.c.started_at,
     PR.c.finished_at,
 )
+STATS_COLUMNS = (
+    PR.c.id,
+    PR.c.pipeline_name,
+    PR.c.dataset_name,
+    PR.c.destination_name,
+    PR.c.status,
+    PR.c.started_at,
+    PR.c.duration_ms,
+    PR.c.total_rows_extracted,
+    PR.c.total_rows_loaded,
+    PR.c.total_bytes_loaded,
+    PR.c.has_schema_migration,
+)
 SORTABLE = ("started_at", "finished_at", "duration_ms", "total_rows_loaded", "total_bytes_loaded")
 
 
@@ -181,6 +194,37 @@ class TelemetryStore:
         self, ws_id: str, f: PipelineRunFilter, *, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
         """Pipeline runs started in `[f.start, f.end)`, sorted as asked; total capped."""
+        cond = self._conditions(ws_id, f)
+        order = []
+        for key, direction in f.sort:
+            col = PR.c[key]
+            order.append(col.desc() if direction == "desc" else col.asc())
+        order.append(PR.c.id.desc())
+        with self.reader.connect() as conn:
+            capped = select(PR.c.id).where(*cond).limit(LIST_TOTAL_CAP).subquery()
+            total = conn.execute(select(func.count()).select_from(capped)).scalar_one()
+            rows = conn.execute(
+                select(PR).where(*cond).order_by(*order).limit(limit).offset(offset)
+            ).all()
+        return [dict(r._mapping) for r in rows], int(total)
+
+    def activity(self, ws_id: str, f: PipelineRunFilter, by: str) -> list[dict[str, Any]]:
+        """One row per pipeline (`by="pipeline_name"`) or dataset (`"dataset_name"`) that ran
+        in the window: its counts, totals and latest run, as the stats routes answer them."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(*STATS_COLUMNS)
+                .where(*self._conditions(ws_id, f))
+                .order_by(PR.c.started_at, PR.c.id)
+            ).all()
+        groups: dict[str, list[Any]] = {}
+        for row in rows:
+            key = getattr(row, by)
+            if key is not None:
+                groups.setdefault(key, []).append(row)
+        return [_activity(by, key, runs) for key, runs in groups.items()]
+
+    def _conditions(self, ws_id: str, f: PipelineRunFilter) -> list[Any]:
         cond = [PR.c.workspace_id == ws_id, PR.c.started_at >= f.start, PR.c.started_at < f.end]
         if f.q:
             pattern = (
@@ -202,18 +246,7 @@ class TelemetryStore:
             cond.append(PR.c.is_empty_run.is_(f.is_empty_run))
         if f.triggered_by is not None:
             cond.append(PR.c.run_id.in_(select(R.c.id).where(R.c.triggered_by == f.triggered_by)))
-        order = []
-        for key, direction in f.sort:
-            col = PR.c[key]
-            order.append(col.desc() if direction == "desc" else col.asc())
-        order.append(PR.c.id.desc())
-        with self.reader.connect() as conn:
-            capped = select(PR.c.id).where(*cond).limit(LIST_TOTAL_CAP).subquery()
-            total = conn.execute(select(func.count()).select_from(capped)).scalar_one()
-            rows = conn.execute(
-                select(PR).where(*cond).order_by(*order).limit(limit).offset(offset)
-            ).all()
-        return [dict(r._mapping) for r in rows], int(total)
+        return cond
 
     def watermark(self, ws_id: str) -> datetime | None:
         """When telemetry last recorded anything for the workspace."""
@@ -221,3 +254,33 @@ class TelemetryStore:
             return conn.execute(
                 select(func.max(TP.c.received_at)).where(TP.c.workspace_id == ws_id)
             ).scalar_one()
+
+
+def _activity(by: str, key: str, runs: list[Any]) -> dict[str, Any]:
+    """PipelineStatsResponse or DatasetStatsResponse of one group's runs (oldest first)."""
+    latest = runs[-1]
+    total = len(runs)
+    succeeded = sum(r.status == "succeeded" for r in runs)
+    durations = [r.duration_ms for r in runs if r.duration_ms is not None]
+    out: dict[str, Any] = {
+        by: key,
+        "total_pipeline_run_count": total,
+        "succeeded_pipeline_run_count": succeeded,
+        "success_ratio": succeeded / total,
+        "total_rows_loaded": sum(r.total_rows_loaded or 0 for r in runs),
+        "total_bytes_loaded": sum(r.total_bytes_loaded or 0 for r in runs),
+        "average_duration_ms": round(sum(durations) / len(durations)) if durations else None,
+        "latest_destination_name": latest.destination_name,
+        "latest_pipeline_run_at": latest.started_at,
+        "latest_status": latest.status,
+    }
+    if by == "pipeline_name":
+        out["total_rows_extracted"] = sum(r.total_rows_extracted or 0 for r in runs)
+        out["total_duration_ms"] = sum(durations)
+        out["latest_dataset_name"] = latest.dataset_name
+    else:
+        out["distinct_pipeline_count"] = len({r.pipeline_name for r in runs})
+        out["schema_migration_count"] = sum(bool(r.has_schema_migration) for r in runs)
+        out["latest_pipeline_name"] = latest.pipeline_name
+        out["latest_pipeline_run_id"] = latest.id
+    return out
