@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -46,10 +47,32 @@ def test_no_run_no_wait(worker: Worker) -> None:
 
 
 def test_the_default_is_one_start_per_core(tmp_path: Path) -> None:
-    import os
-
     engine = make_engine(sqlite_url(tmp_path / "hw.db"))
     upgrade(engine)
     assert Worker(Store(engine), tmp_path, "ws", warm=False).max_starting == len(
         os.sched_getaffinity(0)
     )
+
+
+def test_started_processes_are_supervised_even_when_the_store_fails(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's process exists once forked: if marking it running fails, the worker must still
+    read its output and reap it, not lose it."""
+    out_r, out_w = os.pipe()
+    os.close(out_w)
+    spawned = handle(4242, time.monotonic())
+    spawned.streams = {out_r: "stdout"}
+    monkeypatch.setattr(worker, "_spawn", lambda run: (spawned, "fork"))
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(worker.store, "transition_many", broken)
+
+    with pytest.raises(RuntimeError, match="database is locked"):
+        worker._start_all([{"id": "4242"}])
+
+    assert worker._handles["4242"] is spawned
+    assert worker._by_pid[4242] is spawned
+    worker._close_stream(out_r, spawned)

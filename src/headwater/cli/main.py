@@ -147,7 +147,6 @@ def up(
     ] = 1,
 ) -> None:
     """Run everything on this machine: API, scheduler, event dispatcher and a worker."""
-
     from headwater.app import Runtime
     from headwater.workspace.triggers import humanize
 

@@ -233,7 +233,11 @@ class Worker:
             if not runs:
                 self.store.notifier.wait(notify.RUNS, seen, 1.0)
                 continue
-            self._start_all(runs)
+            try:
+                self._start_all(runs)
+            except Exception:
+                log.exception("starting runs failed")
+                time.sleep(0.5)
 
     def _start_all(self, runs: list[dict[str, Any]]) -> None:
         started: list[tuple[RunHandle, str]] = []
@@ -247,29 +251,37 @@ class Worker:
                 failed.append((run["id"], RunStatus.FAILED, {"reason": f"could not start: {ex}"}))
         if failed:
             self._flush()
-        # the runs are `running` before the supervisor may see their exit, so ending them is legal
-        self.store.transition_many(
-            [
-                (
-                    h.run["id"],
-                    RunStatus.RUNNING,
-                    {"pid": h.pid, "pid_started": process_start_ticks(h.pid), "launch_mode": mode},
-                )
-                for h, mode in started
-            ]
-            + failed
-        )
-        with self._lock:
-            for handle, _mode in started:
-                self._handles[handle.run["id"]] = handle
-                self._by_pid[handle.pid] = handle
-                early = self._early_exits.pop(handle.pid, None)
-                if early is not None:
-                    handle.exit_code, handle.exited_at = early, time.monotonic()
-                for fd in handle.streams:
-                    handle.partial[fd] = bytearray()
-                    self._sel.register(fd, selectors.EVENT_READ, handle)
-        self._wake()
+        try:
+            # the runs are `running` before the supervisor may see their exit, so ending them
+            # is legal
+            self.store.transition_many(
+                [
+                    (
+                        h.run["id"],
+                        RunStatus.RUNNING,
+                        {
+                            "pid": h.pid,
+                            "pid_started": process_start_ticks(h.pid),
+                            "launch_mode": mode,
+                        },
+                    )
+                    for h, mode in started
+                ]
+                + failed
+            )
+        finally:
+            # their processes exist whatever the store said: supervise them
+            with self._lock:
+                for handle, _mode in started:
+                    self._handles[handle.run["id"]] = handle
+                    self._by_pid[handle.pid] = handle
+                    early = self._early_exits.pop(handle.pid, None)
+                    if early is not None:
+                        handle.exit_code, handle.exited_at = early, time.monotonic()
+                    for fd in handle.streams:
+                        handle.partial[fd] = bytearray()
+                        self._sel.register(fd, selectors.EVENT_READ, handle)
+            self._wake()
 
     def _spawn(self, run: dict[str, Any]) -> tuple[RunHandle, str]:
         """Start the run's process; answers its handle (not yet supervised) and launch mode."""
