@@ -147,6 +147,25 @@ def _insert(conn: Connection, table: Any) -> Any:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
+def _event_row(
+    ws_id: str,
+    kind: str,
+    *,
+    job_id: str | None,
+    run_id: str | None,
+    payload: dict[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "workspace_id": ws_id,
+        "kind": kind,
+        "job_id": job_id,
+        "run_id": run_id,
+        "payload": payload or {},
+        "created_at": now,
+    }
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -223,6 +242,14 @@ def _resolve(futures: list[tuple[asyncio.Future[TriggerResult], _QueuedTrigger]]
             future.set_exception(item.error)
         else:
             future.set_result(item.result)  # type: ignore[arg-type]
+
+
+def _fail_unanswered(items: list[_QueuedTrigger], ex: BaseException) -> None:
+    """Never leave a caller waiting: what got no answer gets `ex`."""
+    unanswered = [i for i in items if i.result is None and i.error is None]
+    for item in unanswered:
+        item.error = ex
+    _answer(unanswered)
 
 
 def _answer(items: list[_QueuedTrigger]) -> None:
@@ -725,10 +752,7 @@ class Store:
             if batch:
                 self._record(batch, self.engine.begin)
         except BaseException as ex:
-            for item in batch:
-                if item.result is None and item.error is None:
-                    item.error = ex
-            _answer(batch)
+            _fail_unanswered(batch, ex)
         finally:
             lock.release()
 
@@ -762,10 +786,7 @@ class Store:
             with self._queue_lock:
                 stranded, self._queue = self._queue, []
                 self._combining = False
-            for item in batch + stranded:
-                if item.result is None and item.error is None:
-                    item.error = ex
-            _answer(batch + stranded)
+            _fail_unanswered(batch + stranded, ex)
             raise
 
     def _record(
@@ -863,14 +884,14 @@ class Store:
             if req.dedupe_key is not None:
                 deduped[(req.job_id, req.dedupe_key)] = run
             events.append(
-                {
-                    "workspace_id": job.workspace_id,
-                    "kind": "run.pending" if created else "run.skipped",
-                    "job_id": req.job_id,
-                    "run_id": run["id"],
-                    "payload": {"trigger": req.trigger, "job_ref": job.job_ref},
-                    "created_at": now,
-                }
+                _event_row(
+                    job.workspace_id,
+                    "run.pending" if created else "run.skipped",
+                    job_id=req.job_id,
+                    run_id=run["id"],
+                    payload={"trigger": req.trigger, "job_ref": job.job_ref},
+                    now=now,
+                )
             )
             results.append(TriggerResult(decision, run))
         if runs:
@@ -1173,14 +1194,7 @@ class Store:
     ) -> None:
         conn.execute(
             _INSERT_EVENT,
-            {
-                "workspace_id": ws_id,
-                "kind": kind,
-                "job_id": job_id,
-                "run_id": run_id,
-                "payload": payload or {},
-                "created_at": now,
-            },
+            _event_row(ws_id, kind, job_id=job_id, run_id=run_id, payload=payload, now=now),
         )
 
     def events_after(self, position: int, limit: int = 500) -> list[dict[str, Any]]:
