@@ -178,123 +178,68 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         rows, total = tele.list_pipeline_runs(ws, f, limit=limit, offset=offset)
         return ser.page([pipeline_run_answer(x) for x in rows], total, limit, offset)
 
-    def activity(
-        ws: str,
-        by: str,
-        names: list[str],
-        start: datetime | None,
-        end: datetime | None,
-        timezone: str,
-        q: str | None,
-        latest_status: list[PipelineRunStatus],
-        latest_destination_name: list[str],
-        sort: list[str],
-        order: list[Order],
-        limit: int,
-        offset: int,
-        p: Principal,
-    ) -> Any:
-        """The stats routes: one row per pipeline or dataset that ran in the window."""
-        ctx.check_ws(ws)
-        texts = [timezone, q or "", *names, *latest_destination_name]
-        start_at, end_at = window(start, end, timezone, texts)
-        sortable = (by, *STATS_SORTABLE)
-        check_sort(sort, order, sortable)
-        f = PipelineRunFilter(
-            start=start_at,
-            end=end_at,
-            q=q,
-            pipeline_names=names if by == "pipeline_name" else (),
-            dataset_names=names if by == "dataset_name" else (),
-            triggered_by=p.key_id if p.scope is Scope.TRIGGER else None,
-        )
-        rows = [
-            r
-            for r in tele.activity(ws, f, by)
-            if (not latest_status or r["latest_status"] in {s.value for s in latest_status})
-            and (
-                not latest_destination_name
-                or r["latest_destination_name"] in latest_destination_name
+    def stats_route(kind: str, by: str, what: str) -> None:
+        """`GET …/{kind}/-/stats`: one row per pipeline or dataset (`by`) that ran in the
+        window, filtered by `by` names, latest status and destination, sorted as asked."""
+
+        @r.get(T + f"/{kind}/-/stats", name=f"{kind}_stats", description=what)
+        def stats(
+            ws: str,
+            limit: int = Query(100, ge=0, le=MAX_PAGE),
+            offset: int = Query(0, ge=0, le=MAX_OFFSET),
+            start: datetime | None = None,
+            end: datetime | None = None,
+            timezone: str = "UTC",
+            q: str | None = Query(None, max_length=300),
+            names: list[str] = Query(default=[], alias=by),
+            latest_status: list[PipelineRunStatus] = Query(default=[]),
+            latest_destination_name: list[str] = Query(default=[]),
+            sort: list[str] = Query(default=[]),
+            order: list[Order] = Query(default=[]),
+            cursor: str | None = None,
+            p: Principal = Depends(auth.require(Action.READ_RUNS)),
+        ) -> Any:
+            ctx.check_ws(ws)
+            texts = [timezone, q or "", *names, *latest_destination_name]
+            start_at, end_at = window(start, end, timezone, texts)
+            check_sort(sort, order, (by, *STATS_SORTABLE))
+            f = PipelineRunFilter(
+                start=start_at,
+                end=end_at,
+                q=q,
+                pipeline_names=names if by == "pipeline_name" else (),
+                dataset_names=names if by == "dataset_name" else (),
+                triggered_by=p.key_id if p.scope is Scope.TRIGGER else None,
             )
-        ]
-        keys = list(zip(sort, [o.value for o in order], strict=True)) or [
-            ("latest_pipeline_run_at", "desc")
-        ]
-        for key, direction in reversed(keys):  # a stable sort per key, the first key last
-            # missing values last in either direction
-            desc = direction == "desc"
-            rows.sort(key=lambda r, k=key, d=desc: ((r[k] is None) != d, r[k]), reverse=desc)
-        return ser.page(rows[offset : offset + limit], len(rows), limit, offset)
+            statuses = {s.value for s in latest_status}
+            rows = [
+                row
+                for row in tele.activity(ws, f, by)
+                if (not statuses or row["latest_status"] in statuses)
+                and (
+                    not latest_destination_name
+                    or row["latest_destination_name"] in latest_destination_name
+                )
+            ]
+            keys = list(zip(sort, [o.value for o in order], strict=True)) or [
+                ("latest_pipeline_run_at", "desc")
+            ]
+            for key, direction in reversed(keys):  # a stable sort per key, the first key last
+                # missing values last in either direction
+                desc = direction == "desc"
+                rows.sort(key=lambda x, k=key, d=desc: ((x[k] is None) != d, x[k]), reverse=desc)
+            return ser.page(rows[offset : offset + limit], len(rows), limit, offset)
 
-    @r.get(T + "/pipelines/-/stats")
-    def pipeline_stats(
-        ws: str,
-        limit: int = Query(100, ge=0, le=MAX_PAGE),
-        offset: int = Query(0, ge=0, le=MAX_OFFSET),
-        start: datetime | None = None,
-        end: datetime | None = None,
-        timezone: str = "UTC",
-        q: str | None = Query(None, max_length=300),
-        pipeline_name: list[str] = Query(default=[]),
-        latest_status: list[PipelineRunStatus] = Query(default=[]),
-        latest_destination_name: list[str] = Query(default=[]),
-        sort: list[str] = Query(default=[]),
-        order: list[Order] = Query(default=[]),
-        cursor: str | None = None,
-        p: Principal = Depends(auth.require(Action.READ_RUNS)),
-    ) -> Any:
-        """One row per pipeline that ran in the window: runs, success ratio, totals, latest run."""
-        return activity(
-            ws,
-            "pipeline_name",
-            pipeline_name,
-            start,
-            end,
-            timezone,
-            q,
-            latest_status,
-            latest_destination_name,
-            sort,
-            order,
-            limit,
-            offset,
-            p,
-        )
-
-    @r.get(T + "/datasets/-/stats")
-    def dataset_stats(
-        ws: str,
-        limit: int = Query(100, ge=0, le=MAX_PAGE),
-        offset: int = Query(0, ge=0, le=MAX_OFFSET),
-        start: datetime | None = None,
-        end: datetime | None = None,
-        timezone: str = "UTC",
-        q: str | None = Query(None, max_length=300),
-        dataset_name: list[str] = Query(default=[]),
-        latest_status: list[PipelineRunStatus] = Query(default=[]),
-        latest_destination_name: list[str] = Query(default=[]),
-        sort: list[str] = Query(default=[]),
-        order: list[Order] = Query(default=[]),
-        cursor: str | None = None,
-        p: Principal = Depends(auth.require(Action.READ_RUNS)),
-    ) -> Any:
-        """One row per dataset written to in the window: runs, pipelines, totals, latest run."""
-        return activity(
-            ws,
-            "dataset_name",
-            dataset_name,
-            start,
-            end,
-            timezone,
-            q,
-            latest_status,
-            latest_destination_name,
-            sort,
-            order,
-            limit,
-            offset,
-            p,
-        )
+    stats_route(
+        "pipelines",
+        "pipeline_name",
+        "One row per pipeline that ran in the window: runs, success ratio, totals, latest run.",
+    )
+    stats_route(
+        "datasets",
+        "dataset_name",
+        "One row per dataset written to in the window: runs, pipelines, totals, latest run.",
+    )
 
     def readable_pipeline_run(ws: str, pipeline_run_id: str, p: Principal) -> dict[str, Any]:
         ctx.check_ws(ws)
