@@ -30,6 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -74,49 +77,13 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="hw-apibench-"))
-    ws = tmp / "ws"
-    shutil.copytree(HERE / "workspace", ws)
-    (ws / ".dlt").mkdir(exist_ok=True)
-    (ws / ".dlt" / ".workspace").touch()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp / "server.log", "wb")
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "headwater"),
-            "up",
-            str(ws),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *args.up_arg,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
     results: dict[str, object] = {"up_args": args.up_arg}
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                ws_id = httpx.get(f"{url}/health").json()["workspace_id"]
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        admin = (ws / ".headwater" / "admin.key").read_text().strip()
-        key = headwater("key", "create", "--name", "bench", "--scope", "trigger", cwd=ws).strip()
-        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-        jobs = http.get(f"/api/v1/workspaces/{ws_id}/jobs", params={"limit": 1000}).json()["items"]
-        noop = next(j["id"] for j in jobs if j["job_ref"].endswith(".noop"))
-        time.sleep(3)  # let the warm launcher come up
-
+    with bench_server(args.up_arg) as srv:
+        url, ws, ws_id, key, noop, http = srv.url, srv.ws, srv.ws_id, srv.key, srv.noop, srv.http
         before = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()[
             "total"
         ]
-        script = tmp / "trigger.lua"
+        script = srv.tmp / "trigger.lua"
         script.write_text(LUA % (noop, key))
         wrk = subprocess.run(
             [
@@ -159,9 +126,7 @@ def main() -> int:
         }
 
         if args.rate > 0:
-            results["fixed_rate"] = fixed_rate(
-                url, ws_id, noop, key, server.pid, args, http, before + created
-            )
+            results["fixed_rate"] = fixed_rate(srv, args, before + created)
 
         env = {
             **os.environ,
@@ -188,14 +153,6 @@ def main() -> int:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import dlt_runtime._runtime_command"], check=True)
         results["dlthub_cli_import_s"] = round(time.perf_counter() - start, 3)
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     results["machine"] = {"nproc": os.cpu_count(), "python": sys.version.split()[0]}
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
@@ -254,40 +211,21 @@ def _tree(pid: int) -> dict[int, str]:
     return out
 
 
-def fixed_rate(
-    url: str,
-    ws_id: str,
-    job_id: str,
-    key: str,
-    server_pid: int,
-    args: argparse.Namespace,
-    http: httpx.Client,
-    runs_before: int,
-) -> dict[str, object]:
+def fixed_rate(srv: BenchServer, args: argparse.Namespace, runs_before: int) -> dict[str, object]:
     """`open_loop`: args.connections clients offering args.rate req/s in all (Poisson
     arrivals), for args.rate_duration s; then the CPU each process spent per request
     (a forked run's CPU counts in its launcher's once the launcher has reaped it)."""
-    procs = _tree(server_pid)
+    procs = _tree(srv.process.pid)
     cpu_before = {p: _cpu_ms(p) for p in procs}
-    result = open_loop.run(
-        f"{url}/api/v1/workspaces/{ws_id}/jobs/-trigger",
-        {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-        json.dumps({"job_ids": [job_id]}).encode(),
-        args.connections,
-        args.rate,
-        args.rate_duration,
-    )
+    result = offer_triggers(srv, args.connections, args.rate, args.rate_duration)
     print(json.dumps(result, indent=2))
     # wait for the runs to end, so the CPU of the runs is counted
-    drain = wait_for_runs_to_end(http, ws_id)
+    drain = wait_for_runs_to_end(srv.http, srv.ws_id)
     time.sleep(1)
-    cpu: dict[str, float] = {}
-    for pid, role in procs.items():
-        try:
-            cpu[role] = cpu.get(role, 0.0) + _cpu_ms(pid) - cpu_before[pid]
-        except OSError:
-            pass
-    total = http.get(f"/api/v1/workspaces/{ws_id}/job-runs", params={"limit": 1}).json()["total"]
+    cpu = cpu_by_role(procs, cpu_before)
+    total = srv.http.get(f"/api/v1/workspaces/{srv.ws_id}/job-runs", params={"limit": 1}).json()[
+        "total"
+    ]
     done = int(result["requests"])  # type: ignore[call-overload]
     return {
         **result,
@@ -295,6 +233,92 @@ def fixed_rate(
         "drain_after_load_s": round(drain, 1),
         "cpu_ms_per_request": {k: round(v / max(done, 1), 2) for k, v in cpu.items()},
     }
+
+
+@dataclass
+class BenchServer:
+    process: subprocess.Popen[bytes]
+    tmp: Path
+    ws: Path
+    url: str
+    ws_id: str
+    key: str
+    """A trigger-scoped key."""
+    noop: str
+    """The no-op job's id."""
+    http: httpx.Client
+    """Authenticated as the local admin."""
+
+
+@contextmanager
+def bench_server(up_args: list[str]) -> Iterator[BenchServer]:
+    """`headwater up` (plus `up_args`) on a copy of bench/workspace, loopback only, with its
+    warm launcher up; stopped (SIGINT, then SIGKILL) and removed whatever happens."""
+    tmp = Path(tempfile.mkdtemp(prefix="hw-bench-"))
+    ws = tmp / "ws"
+    shutil.copytree(HERE / "workspace", ws)
+    (ws / ".dlt").mkdir(exist_ok=True)
+    (ws / ".dlt" / ".workspace").touch()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp / "server.log", "wb")
+    exe = str(Path(sys.executable).parent / "headwater")
+    process = subprocess.Popen(
+        [exe, "up", str(ws), "--port", str(port), "--log-level", "warning", *up_args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ws_id = httpx.get(f"{url}/health").json()["workspace_id"]
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError((tmp / "server.log").read_text()) from None
+                time.sleep(0.1)
+        admin = (ws / ".headwater" / "admin.key").read_text().strip()
+        key = headwater("key", "create", "--name", "bench", "--scope", "trigger", cwd=ws).strip()
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        jobs = http.get(f"/api/v1/workspaces/{ws_id}/jobs", params={"limit": 1000}).json()["items"]
+        noop = next(j["id"] for j in jobs if j["job_ref"].endswith(".noop"))
+        time.sleep(3)  # let the warm launcher come up
+        yield BenchServer(process, tmp, ws, url, ws_id, key, noop, http)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def offer_triggers(
+    srv: BenchServer, clients: int, rate: float, duration: float
+) -> dict[str, object]:
+    """`open_loop.run`: `clients` offering `rate` no-op triggers/s in all, for `duration` s."""
+    return open_loop.run(
+        f"{srv.url}/api/v1/workspaces/{srv.ws_id}/jobs/-trigger",
+        {"Content-Type": "application/json", "Authorization": f"Bearer {srv.key}"},
+        json.dumps({"job_ids": [srv.noop]}).encode(),
+        clients,
+        rate,
+        duration,
+    )
+
+
+def cpu_by_role(procs: dict[int, str], before: dict[int, float]) -> dict[str, float]:
+    """CPU ms each role spent since `before` (a process gone meanwhile counts nothing)."""
+    cpu: dict[str, float] = {}
+    for pid, role in procs.items():
+        try:
+            cpu[role] = cpu.get(role, 0.0) + _cpu_ms(pid) - before[pid]
+        except OSError:
+            pass
+    return cpu
 
 
 if __name__ == "__main__":
