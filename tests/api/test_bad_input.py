@@ -548,3 +548,36 @@ def test_nul_in_the_url_is_a_400_on_postgresql(
     url = path.format(w=postgres_server.w)
     answer = error(postgres_server, send(postgres_server, "GET", url, params=params), 400)
     assert answer["code"] == "invalid_request" and "NUL" in answer["detail"], answer
+
+
+@pytest.mark.parametrize(
+    ("parameters", "status", "code"),
+    [
+        pytest.param({f"p{i}": "x" for i in range(60_000)}, 413, "too_many_parameters", id="count"),
+        pytest.param({"k" * 300: "x"}, 400, "invalid_parameters", id="long-name"),
+        pytest.param({"greeting": "x" * 200_000}, 413, "parameters_too_large", id="long-value"),
+        pytest.param(
+            {f"p{i}": "x" * 100_000 for i in range(8)}, 413, "parameters_too_large", id="total"
+        ),
+    ],
+)
+def test_parameters_past_the_bounds_are_refused_and_store_no_run(
+    server: Server, parameters: dict[str, str], status: int, code: str
+) -> None:
+    """Security 9c: 60,000 parameters were accepted, then the run failed."""
+    srv = server
+    job = srv.job_id("greet")
+    before = send(srv, "GET", f"{srv.w}/job-runs", params={"job_id": job}).json()["total"]
+    for path, body in [
+        (f"{srv.w}/jobs/-trigger", {"job_ids": [job], "parameters": parameters}),
+        (f"{srv.w}/job-runs", {"job_id": job, "parameters": parameters}),
+        (f"{srv.w}/scripts/trigger", {"job_refs": ["greet"], "parameters": parameters}),
+        (f"{srv.w}/webhooks/nope", parameters),
+    ]:
+        body_bytes = json.dumps(body).encode()
+        if len(body_bytes) > 1024 * 1024:
+            continue  # the body limit answers first
+        detail = error(srv, send_json(srv, "POST", path, body_bytes), status, code)["detail"]
+        assert "parameter" in detail
+    after = send(srv, "GET", f"{srv.w}/job-runs", params={"job_id": job}).json()["total"]
+    assert after == before

@@ -118,3 +118,51 @@ def test_dataplane_token_reads_logs_with_the_scope_of_its_key(server: Server) ->
     dp = client(server, token["token"])
     lines = dp.get(f"/logs/v1/workspaces/{server.ws_id}/job-runs/{run['id']}/logs")
     assert lines.status_code == 200 and "ok ran" in lines.text
+
+
+def test_a_trigger_key_sees_no_other_keys_run_through_a_job(server: Server) -> None:
+    """Security 7: `latest_job_run` follows the rule of `GET job-runs/{id}`."""
+    tk = client(server, new_key(server, "peeker", "trigger"))
+    other = server.wait_run(server.start_run("greet", parameters={"greeting": "s3cr3t"})["id"])
+    job_id = other["job_id"]
+    assert tk.get(f"{server.w}/job-runs/{other['id']}").status_code == 403
+    listed = {j["id"]: j for j in tk.get(f"{server.w}/jobs").json()["items"]}
+    assert listed[job_id]["latest_job_run"] is None
+    one = tk.get(f"{server.w}/jobs/{job_id}").json()
+    assert one["latest_job_run"] is None
+    assert "s3cr3t" not in tk.get(f"{server.w}/jobs").text
+    # its own run it sees, and a read key sees every run
+    mine = tk.post(
+        f"{server.w}/jobs/-trigger", json={"job_ids": [job_id], "parameters": {"greeting": "own"}}
+    )
+    run_id = mine.json()["succeeded"][0]["job_run_id"]
+    server.wait_run(run_id)
+    assert tk.get(f"{server.w}/jobs/{job_id}").json()["latest_job_run"]["id"] == run_id
+    rk = client(server, new_key(server, "overview", "read"))
+    assert rk.get(f"{server.w}/jobs/{job_id}").json()["latest_job_run"]["id"] == run_id
+
+
+def test_a_refused_bulk_cancel_cancels_nothing(server: Server) -> None:
+    """Security 9b: one run the key may not cancel refuses the whole request, first."""
+    tk = client(server, new_key(server, "canceller", "trigger"))
+    job_id = server.job_id("slow")
+    mine = tk.post(
+        f"{server.w}/jobs/-trigger", json={"job_ids": [job_id], "parameters": {"seconds": 60}}
+    ).json()["succeeded"][0]["job_run_id"]
+    other = server.wait_run(server.start_run("ok")["id"])
+    try:
+        denied = tk.post(f"{server.w}/job-runs/-cancel", json={"job_run_ids": [mine, other["id"]]})
+        assert denied.status_code == 403, denied.text
+        assert server.get(f"{server.w}/job-runs/{mine}")["status"] not in (
+            "cancelling",
+            "cancelled",
+        )
+        ok = tk.post(f"{server.w}/job-runs/-cancel", json={"job_run_ids": [mine]})
+        assert ok.status_code == 200 and ok.json()["succeeded"][0]["job_run_id"] == mine
+    finally:
+        server.http.post(
+            f"{server.w}/job-runs/-cancel",
+            json={"job_run_ids": [mine]},
+            headers={"Authorization": f"Bearer {server.key}"},
+        )
+        server.wait_run(mine)

@@ -154,8 +154,14 @@ class Authenticator:
 
         return dependency
 
+    @staticmethod
+    def can_read_run(principal: Principal, run: dict[str, Any]) -> bool:
+        """Whether `principal` may read `run`: the one rule for a run answered on its own
+        and for a run embedded in another answer (a job's `latest_job_run`)."""
+        return allows(principal.scope, Action.READ_RUNS, owns=principal.owns(run))
+
     def check_run(self, principal: Principal, run: dict[str, Any]) -> None:
-        if not allows(principal.scope, Action.READ_RUNS, owns=principal.owns(run)):
+        if not self.can_read_run(principal, run):
             raise ApiError(403, "this key may only read the runs it triggered", "not_authorized")
 
     def mint_dataplane_token(self, principal: Principal) -> tuple[str, datetime]:

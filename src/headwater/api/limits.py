@@ -16,6 +16,12 @@ MAX_UPLOAD = 200 * 1024 * 1024
 MAX_BEACON = 16 * 1024 * 1024
 """What a run's dlt may send in one telemetry PUT: a state holds every schema of a pipeline."""
 
+MAX_PARAMETERS = 1000
+MAX_PARAMETER_NAME = 200
+MAX_PARAMETER_VALUE = 128 * 1024
+MAX_PARAMETERS_BYTES = 512 * 1024
+"""A run's parameters: how many, a name's characters, one value's and all of them as JSON."""
+
 
 class BodyTooLarge(ApiError):
     """Raised while the body streams in: an `ApiError`, so the route's caller
@@ -23,6 +29,42 @@ class BodyTooLarge(ApiError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body larger than {limit} bytes", "payload_too_large")
+
+
+def check_parameters(parameters: dict[str, Any] | None) -> None:
+    """A 400 or 413 when a run's parameters are more than a run may be given."""
+    if not parameters:
+        return
+    if len(parameters) > MAX_PARAMETERS:
+        raise ApiError(
+            413,
+            f"{len(parameters)} parameters; a run takes at most {MAX_PARAMETERS}",
+            "too_many_parameters",
+        )
+    total = 0
+    for name, value in parameters.items():
+        if not name or len(name) > MAX_PARAMETER_NAME:
+            raise ApiError(
+                400,
+                f"parameter name {name[:40]!r}{'...' if len(name) > 40 else ''} must be 1 to"
+                f" {MAX_PARAMETER_NAME} characters",
+                "invalid_parameters",
+            )
+        size = len(dumps(value))
+        if size > MAX_PARAMETER_VALUE:
+            raise ApiError(
+                413,
+                f"parameter {name!r} is {size} bytes as JSON; one value may be at most"
+                f" {MAX_PARAMETER_VALUE}",
+                "parameters_too_large",
+            )
+        total += size + len(name.encode())
+    if total > MAX_PARAMETERS_BYTES:
+        raise ApiError(
+            413,
+            f"the parameters are {total} bytes as JSON; a run takes at most {MAX_PARAMETERS_BYTES}",
+            "parameters_too_large",
+        )
 
 
 def _limit_for(path: str) -> int:

@@ -14,6 +14,7 @@ from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
+from headwater.api.limits import check_parameters
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action
 from headwater.workspace import triggers
@@ -50,6 +51,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         ctx.check_ws(ws)
         if not body.job_ids and not body.selectors:
             raise ApiError(400, "give job_ids or selectors", "invalid_request")
+        check_parameters(body.parameters)
         return await idempotent_async(
             store,
             request,
@@ -65,23 +67,27 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         offset: int = Query(0, ge=0, le=MAX_INT),
         ref: str | None = None,
         is_archived: bool | None = None,
-        _p: Principal = Depends(auth.require(Action.SEE_JOBS)),
+        p: Principal = Depends(auth.require(Action.SEE_JOBS)),
     ) -> Any:
         ctx.check_ws(ws)
         jobs, total = store.list_jobs(
             ws, ref=ref, is_archived=is_archived, limit=limit, offset=offset
         )
-        latest = ctx.latest_runs([j["id"] for j in jobs])
+        latest = readable_latest_runs(p, [j["id"] for j in jobs])
         return ser.page(
             [ctx.detailed_job(j, latest.get(j["id"])) for j in jobs], total, limit, offset
         )
 
     @r.get("/api/v1/workspaces/{ws}/jobs/{job_id}")
-    def get_job(
-        ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.SEE_JOBS))
-    ) -> Any:
+    def get_job(ws: str, job_id: str, p: Principal = Depends(auth.require(Action.SEE_JOBS))) -> Any:
         job = ctx.job(ws, job_id)
-        return ctx.detailed_job(job, ctx.latest_runs([job_id]).get(job_id))
+        return ctx.detailed_job(job, readable_latest_runs(p, [job_id]).get(job_id))
+
+    def readable_latest_runs(p: Principal, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Each job's newest run, where this key may read it (as `GET job-runs/{id}` decides):
+        a trigger key does not see others' runs, nor their parameters, through a job."""
+        latest = ctx.latest_runs(job_ids)
+        return {job_id: run for job_id, run in latest.items() if auth.can_read_run(p, run)}
 
     @r.post("/api/v1/workspaces/{ws}/jobs/{job_id}/-pause")
     def pause(ws: str, job_id: str, _p: Principal = Depends(auth.require(Action.ADMIN))) -> Any:

@@ -18,6 +18,7 @@ from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
+from headwater.api.limits import check_parameters
 from headwater.api.responses import ApiError
 from headwater.api.routes.jobs import TriggerJobsRequest, trigger_many
 from headwater.core.access import Action
@@ -68,6 +69,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         ctx.check_ws(ws)
         if not body.job_refs and not body.selectors:
             raise ApiError(400, "give job_refs or selectors", "invalid_request")
+        check_parameters(body.parameters)
         jobs, _ = await run_in_threadpool(ctx.store.list_jobs, ws, is_archived=False, limit=100_000)
         by_ref = {j["job_ref"]: j for j in jobs}
         job_ids = []

@@ -13,6 +13,7 @@ from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
+from headwater.api.limits import check_parameters
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.access import Action, Scope
 from headwater.core.states import TERMINAL, RunStatus
@@ -80,6 +81,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     ) -> Any:
         # async, as the trigger route: the run is recorded by `fire_async`
         job = ctx.job(ws, body.job_id, cached=True)
+        check_parameters(body.parameters)
         return await idempotent_async(
             store, request, p, body.model_dump(), lambda: start(job, body, p)
         )
@@ -136,12 +138,18 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     ) -> Any:
         ctx.check_ws(ws)
         succeeded, skipped, failed = [], [], []
+        found: list[dict[str, Any]] = []
         for run_id in body.job_run_ids:
             run = store.get_run(run_id)
             if run is None or run["workspace_id"] != ws:
                 failed.append({"ref": run_id, "detail": f"no job run {run_id!r}"})
                 continue
+            found.append(run)
+        # all or nothing: a run this key may not cancel refuses the whole request first
+        for run in found:
             check_cancel(auth, p, run)
+        for run in found:
+            run_id = run["id"]
             job = store.get_job(run["job_id"]) or {}
             item = {
                 "job_ref": job.get("job_ref"),

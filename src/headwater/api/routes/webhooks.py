@@ -20,6 +20,7 @@ from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent
 from headwater.api.json_route import parse_json
+from headwater.api.limits import check_parameters
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope, allows
 from headwater.workspace.launch import fire
@@ -48,6 +49,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         principal = _authenticate(request, body)
         payload = parse_json(body, "webhook body") if body.strip() else {}
         parameters = payload if isinstance(payload, dict) else {"payload": payload}
+        check_parameters(parameters)
         trigger = f"webhook:{path}"
         jobs, _ = ctx.store.list_jobs(ws, is_archived=False, limit=100_000)
         targets = [j for j in jobs if trigger in j["definition"].get("triggers", [])]
