@@ -7,11 +7,13 @@ an API key.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater.api.auth import Authenticator
@@ -40,7 +42,59 @@ from headwater.api.routes import (
 
 __all__ = ["ApiContext", "create_app"]
 
+log = logging.getLogger(__name__)
+
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+RETRY_AFTER_S = 5
+"""What a 503 asks a client to wait when the store cannot write (locked, read-only, full)."""
+# PostgreSQL's SQLSTATE classes of a store that cannot write now: read-only transaction,
+# insufficient resources (disk full, out of memory), operator intervention (shutting down)
+UNAVAILABLE_SQLSTATES = ("25006", "53", "57P")
+
+
+def store_unavailable(ex: DBAPIError) -> bool:
+    """Whether a database error means the store cannot answer now, rather than a bug:
+    SQLite's `database is locked`, `readonly database`, `disk is full`, I/O errors, a lost
+    PostgreSQL connection (all OperationalError), or PostgreSQL's read-only and full states."""
+    if isinstance(ex, OperationalError):
+        return True
+    sqlstate = getattr(ex.orig, "sqlstate", None) or ""
+    return sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+
+
+def internal_error() -> Response:
+    return error_body(
+        500, "internal server error; the server log has the details", "internal_error"
+    )
+
+
+class ServerErrors:
+    """ASGI middleware: an unexpected error is logged and answered 500 here, so the
+    connection stays open for the client's next request (an exception that reached the
+    server would make it close the connection after the 500). Only an error after the
+    answer started is left to the server: closing is then the one way to say so."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            log.exception("error answering %s %s", scope.get("method"), scope.get("path"))
+            await internal_error()(scope, receive, send)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -49,6 +103,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.auth = auth
     app.add_middleware(BodyLimit)
     app.add_middleware(RejectNul)
+    app.add_middleware(ServerErrors)  # the last added is the outermost
     document_errors(app)
 
     @app.exception_handler(ApiError)
@@ -68,12 +123,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         detail = "; ".join(f"{x['key']}: {x['message']}" for x in extra) or "invalid request"
         return error_body(400, detail, "invalid_request", extra)
 
-    @app.exception_handler(Exception)
-    async def _server_error(_req: Request, _ex: Exception) -> Response:
-        # Starlette logs the traceback after this answer: it re-raises to the server
-        return error_body(
-            500, "internal server error; the server log has the details", "internal_error"
+    @app.exception_handler(DBAPIError)
+    async def _store_error(req: Request, ex: DBAPIError) -> Response:
+        if not store_unavailable(ex):
+            log.error("error answering %s %s", req.method, req.url.path, exc_info=ex)
+            return internal_error()
+        log.warning("store unavailable answering %s %s: %s", req.method, req.url.path, ex.orig)
+        answer = error_body(
+            503,
+            f"the store cannot write just now ({str(ex.orig).strip() or type(ex.orig).__name__});"
+            f" try again in {RETRY_AFTER_S} s",
+            "store_unavailable",
         )
+        answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return answer
 
     @app.get("/health", tags=["headwater"], responses=ERROR_RESPONSES)
     def health() -> Any:

@@ -7,6 +7,7 @@ processes: the KEYS wake-up).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,12 +16,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope, allows
 from headwater.store import notify
 from headwater.store.store import Store
+
+log = logging.getLogger(__name__)
 
 CACHE_S = 5.0
 TOUCH_EVERY = timedelta(minutes=1)
@@ -102,7 +106,7 @@ class Authenticator:
         """The principal of a key or token, or a 401 saying why it is refused."""
         principal, touch = self._judge(self._lookup(secret))
         if touch is not None:
-            self.store.touch_key(*touch)
+            self._touch(*touch)
         return principal
 
     async def check_secret_async(self, secret: str) -> Principal:
@@ -112,8 +116,16 @@ class Authenticator:
             row = await run_in_threadpool(self._lookup, secret)
         principal, touch = self._judge(row)
         if touch is not None:
-            await run_in_threadpool(self.store.touch_key, *touch)
+            await run_in_threadpool(self._touch, *touch)
         return principal
+
+    def _touch(self, key_id: str, now: datetime) -> None:
+        """Record when a key was last used; a store that cannot write now fails no request
+        for it (reads go on, and a write answers its own 503)."""
+        try:
+            self.store.touch_key(key_id, now)
+        except DBAPIError as ex:
+            log.warning("could not record the use of key %s: %s", key_id, ex.orig)
 
     def _judge(self, row: dict[str, Any] | None) -> tuple[Principal, tuple[str, datetime] | None]:
         """The principal, and the key to mark used (at most once a minute), or a 401."""
