@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 CACHE_S = 5.0
 TOUCH_EVERY = timedelta(minutes=1)
 DATAPLANE_TOKEN_TTL = timedelta(hours=1)
+SESSION_TTL = timedelta(hours=12)
+"""How long a sign-in to the pages lasts (a session row: hashed, tied to its key)."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,42 @@ class Authenticator:
         except DBAPIError as ex:
             log.warning("could not record the use of key %s: %s", key_id, ex.orig)
 
-    def _judge(self, row: dict[str, Any] | None) -> tuple[Principal, tuple[str, datetime] | None]:
-        """The principal, and the key to mark used (at most once a minute), or a 401."""
-        if row is None or row["workspace_id"] != self.ws_id:
-            raise ApiError(401, "unknown API key", "invalid_api_key")
+    def check_session(self, session: str) -> Principal:
+        """The principal of a pages session id (the cookie `start_session` set), or a 401."""
+        principal, _touch = self._judge(self._lookup(session), session=True)
+        return principal
+
+    def start_session(self, principal: Principal) -> str:
+        """A new pages session for the key behind `principal`: a random id, stored only as
+        its hash, that expires, and that a revoke of the key ends."""
+        _row, session = self.store.create_key(
+            self.ws_id,
+            f"session:{principal.name}",
+            principal.scope.value,
+            expires_at=datetime.now(UTC) + SESSION_TTL,
+            kind="session",
+            parent_id=principal.key_id,
+        )
+        return session
+
+    def end_session(self, session: str) -> None:
+        row = self._lookup(session)
+        if row is not None and row["kind"] == "session":
+            self.store.revoke_session(row["id"])
+            self.clear()
+
+    def _judge(
+        self, row: dict[str, Any] | None, session: bool = False
+    ) -> tuple[Principal, tuple[str, datetime] | None]:
+        """The principal, and the key to mark used (at most once a minute), or a 401.
+        A pages session id is good only as the cookie (`session`), never as a key."""
+        if (
+            row is None
+            or row["workspace_id"] != self.ws_id
+            or (row["kind"] == "session") != session
+        ):
+            what = "session" if session else "API key"
+            raise ApiError(401, f"unknown {what}", "invalid_api_key")
         now = datetime.now(UTC)
         if row["revoked_at"] is not None:
             raise ApiError(401, f"API key {row['name']!r} was revoked", "api_key_revoked")

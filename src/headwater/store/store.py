@@ -1309,6 +1309,15 @@ class Store:
                 )
         return [{**dict(r._mapping), "revoked_at": now} for r in rows]
 
+    def revoke_session(self, session_id: str) -> None:
+        """End one pages session (its row only); expired sessions are forgotten meanwhile."""
+        now = utcnow()
+        with write(self.engine) as conn:
+            conn.execute(
+                update(K).where(K.c.id == session_id, K.c.kind == "session").values(revoked_at=now)
+            )
+            conn.execute(delete(K).where(K.c.kind == "session", K.c.expires_at < now))
+
     def touch_key(self, key_id: str, now: datetime) -> None:
         with write(self.engine) as conn:
             conn.execute(update(K).where(K.c.id == key_id).values(last_used_at=now))

@@ -1,8 +1,12 @@
 """Read-only pages for the links the API and the `dlthub` CLI print.
 
 `/w/{ws}`, `/w/{ws}/jobs/{job}` and `/w/{ws}/runs/{run}`: plain server-rendered
-HTML. A browser signs in once at `/ui/login` with a read or admin key, kept in
-an HttpOnly cookie; the key never appears in a URL.
+HTML; `/` leads to them. A browser signs in once at `/ui/login` with a read or
+admin key. The key itself is never kept: the cookie holds a random session id
+(stored as a hash, with an expiry, tied to the key: revoking the key ends its
+sessions), HttpOnly, SameSite=Lax and Secure when the request came over HTTPS.
+A POST from another origin (login, logout) is refused: the key never appears
+in a URL nor in the browser.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import Headers
 
-from headwater.api.auth import Authenticator, Principal
+from headwater.api.auth import SESSION_TTL, Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, allows
 from headwater.core.states import TERMINAL, RunStatus
 
-COOKIE = "headwater_key"
+COOKIE = "headwater_session"
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#1d2733;
  padding:0 1rem}
@@ -46,6 +51,52 @@ def page(title: str, body: str, refresh: bool = False) -> HTMLResponse:
     )
 
 
+SIGN_OUT = (
+    "<form method='post' action='/ui/logout' style='float:right'><button>Sign out</button></form>"
+)
+
+
+def over_https(request: Request) -> bool:
+    """Whether the browser reached us over HTTPS, directly or through a proxy that says so."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+def same_origin(headers: Headers, https: bool) -> bool:
+    """Whether a state-changing POST came from our own pages: its `Origin` (or, without
+    one, its `Referer`) names this server. A request with neither is no browser's
+    cross-site form (browsers send `Origin` on every POST), so it passes."""
+    origin = headers.get("origin")
+    if origin is None:
+        referer = headers.get("referer")
+        if referer is None:
+            return True
+        origin = _origin_of(referer)
+    if not origin or origin == "null":
+        return False
+    hosts = {h.strip().lower() for h in (headers.get("host"), headers.get("x-forwarded-host")) if h}
+    schemes = ("https",) if https else ("http", "https")
+    return origin.lower() in {f"{s}://{h}" for s in schemes for h in hosts}
+
+
+def _origin_of(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}" if sep else ""
+
+
+def refused_cross_origin() -> HTMLResponse:
+    response = page("Refused", "<p class='err'>Refused: this form was sent from another site.</p>")
+    response.status_code = 403
+    return response
+
+
+def not_served(job: dict[str, Any]) -> str:
+    """A plain mark on jobs Headwater lists but does not run (interactive ones)."""
+    if job["job_type"] == "batch":
+        return ""
+    return f" <span class='dim'>({e(job['job_type'])}: not served)</span>"
+
+
 def status(s: str | None) -> str:
     return f"<span class='{e(s)}'>{e(s)}</span>"
 
@@ -55,10 +106,10 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     store = ctx.store
 
     def viewer(request: Request) -> Principal | Response:
-        secret = request.cookies.get(COOKIE)
+        session = request.cookies.get(COOKIE)
         try:
-            if secret:
-                principal = auth.check_secret(secret)
+            if session:
+                principal = auth.check_session(session)
             else:
                 principal = auth.authenticate(request)
         except ApiError:
@@ -66,6 +117,23 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         if not allows(principal.scope, Action.READ):
             return page("Not allowed", "<p class='err'>Pages need a read or admin key.</p>")
         return principal
+
+    def workspace_name(ws: str) -> str:
+        row = store.get_workspace(ws)
+        return (row or {}).get("name") or ws
+
+    @r.get("/", include_in_schema=False)
+    def root(request: Request) -> Any:
+        """People who open the server's address get its pages (or the sign-in first)."""
+        session = request.cookies.get(COOKIE)
+        target = f"/w/{ctx.ws_id}"
+        try:
+            if session is None:
+                raise ApiError(401, "no session", "not_authenticated")
+            auth.check_session(session)
+        except ApiError:
+            target = f"/ui/login?next={quote(target)}"
+        return RedirectResponse(target, status_code=303)
 
     @r.get("/ui/login")
     def login_form(next: str = "/") -> Any:
@@ -80,16 +148,41 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         )
 
     @r.post("/ui/login")
-    def login(key: str = Form(...), next: str = Form("/")) -> Any:
+    def login(request: Request, key: str = Form(...), next: str = Form("/")) -> Any:
+        if not same_origin(request.headers, https=over_https(request)):
+            return refused_cross_origin()
         try:
-            auth.check_secret(key.strip())
+            principal = auth.check_secret(key.strip())
         except ApiError as ex:
             return page("Sign in", f"<p class='err'>{e(ex.detail)}</p><a href='/ui/login'>back</a>")
+        if not allows(principal.scope, Action.READ):
+            return page(
+                "Sign in",
+                "<p class='err'>Pages need a read or admin key.</p><a href='/ui/login'>back</a>",
+            )
         target = next if next.startswith("/") and not next.startswith("//") else "/"
         if target == "/":
             target = f"/w/{ctx.ws_id}"
         resp = RedirectResponse(target, status_code=303)
-        resp.set_cookie(COOKIE, key.strip(), httponly=True, samesite="strict")
+        resp.set_cookie(
+            COOKIE,
+            auth.start_session(principal),
+            max_age=int(SESSION_TTL.total_seconds()),
+            httponly=True,
+            samesite="lax",
+            secure=over_https(request),
+        )
+        return resp
+
+    @r.post("/ui/logout")
+    def logout(request: Request) -> Any:
+        if not same_origin(request.headers, https=over_https(request)):
+            return refused_cross_origin()
+        session = request.cookies.get(COOKIE)
+        if session:
+            auth.end_session(session)
+        resp = RedirectResponse("/ui/login", status_code=303)
+        resp.delete_cookie(COOKIE, httponly=True, samesite="lax", secure=over_https(request))
         return resp
 
     @r.get("/w/{ws}")
@@ -102,6 +195,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         latest = store.latest_runs([j["id"] for j in jobs])
         rows = "".join(
             f"<tr><td><a href='/w/{e(ws)}/jobs/{e(j['id'])}'>{e(j['job_ref'])}</a>"
+            f"{not_served(j)}"
             f"{' <span class=dim>(paused)</span>' if j['is_paused'] else ''}"
             f"{' <span class=dim>(archived)</span>' if j['is_archived'] else ''}</td>"
             f"<td>{e(', '.join(j['triggers']))}</td><td>{e(j['next_run_at'])}</td>"
@@ -116,10 +210,11 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             if manifest["error"]
             else ""
         )
+        name = workspace_name(ws)
         return page(
-            "Workspace",
-            f"<h1>Workspace {e(ws)}</h1>{error}<p class=dim>manifest version "
-            f"{e(manifest['version'])}</p><table><tr><th>job</th><th>triggers</th>"
+            name,
+            f"{SIGN_OUT}<h1>Workspace {e(name)}</h1>{error}<p class=dim>{e(ws)} · manifest"
+            f" version {e(manifest['version'])}</p><table><tr><th>job</th><th>triggers</th>"
             f"<th>next run</th><th>last run</th></tr>{rows}</table>"
             f"<h2>Recent runs ({total})</h2>{_runs_table(ws, runs, refs)}",
         )
@@ -137,9 +232,11 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         if row is None or row["workspace_id"] != ws:
             return page("No such job", f"<p class='err'>No job {e(job)}.</p>")
         runs, total = store.list_runs(ws, job_id=row["id"], limit=50)
+        name = workspace_name(ws)
         return page(
-            row["job_ref"],
-            f"<p><a href='/w/{e(ws)}'>workspace</a></p><h1>{e(row['job_ref'])}</h1>"
+            f"{row['job_ref']} · {name}",
+            f"{SIGN_OUT}<p><a href='/w/{e(ws)}'>{e(name)}</a></p><h1>{e(row['job_ref'])}"
+            f"{not_served(row)}</h1>"
             f"<p>{e(row['job_type'])} · version {e(row['version'])} · triggers "
             f"{e(', '.join(row['triggers']))} · next run {e(row['next_run_at'])}"
             f"{' · paused' if row['is_paused'] else ''}</p>"
@@ -157,6 +254,11 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         if run is None or run["workspace_id"] != ws:
             return page("No such run", f"<p class='err'>No run {e(run_id)}.</p>")
         job = store.get_job(run["job_id"]) or {"job_ref": "?", "id": run["job_id"]}
+        (run,) = ctx.with_summaries([run])
+        previous = None
+        if run["number"] > 1:
+            found, _ = store.list_runs(ws, job_id=run["job_id"], number=run["number"] - 1, limit=1)
+            previous = found[0] if found else None
         lines = store.read_logs(run_id, limit=100_000)
         log = "\n".join(
             f"{x['line_num'] + 1:>5} {x['reported_at'].strftime('%H:%M:%S.%f')[:-3]} "
@@ -174,19 +276,39 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
                 ("finished", e(run["finished_at"])),
                 ("exit code", e(run["exit_code"])),
                 ("parameters", e(run["parameters"])),
-                ("previous run", _link_id(ws, run["previous_run_id"])),
+                ("rows loaded", _rows_loaded(run["pipeline_run_summaries"])),
+                ("previous run", _run_link(ws, previous) if previous else ""),
+                ("triggered by run", _link_id(ws, run["previous_run_id"])),
             )
+            if v or k not in ("triggered by run",)
         )
         active = RunStatus(run["status"]) not in TERMINAL
+        name = workspace_name(ws)
         return page(
-            f"{job['job_ref']} #{run['number']}",
-            f"<p><a href='/w/{e(ws)}'>workspace</a> · <a href='/w/{e(ws)}/jobs/{e(job['id'])}'>"
+            f"{job['job_ref']} #{run['number']} · {name}",
+            f"{SIGN_OUT}<p><a href='/w/{e(ws)}'>{e(name)}</a> · "
+            f"<a href='/w/{e(ws)}/jobs/{e(job['id'])}'>"
             f"{e(job['job_ref'])}</a></p><h1>Run #{e(run['number'])}</h1><table>{facts}</table>"
             f"<h2>Log</h2><pre>{e(log)}</pre>",
             refresh=active,
         )
 
     return r
+
+
+def _rows_loaded(summaries: list[dict[str, Any]]) -> str:
+    """Rows each of the run's pipelines loaded (from the run's telemetry), and their sum."""
+    if not summaries:
+        return "<span class='dim'>no pipeline reported</span>"
+    parts = [
+        f"{e(s['total_rows'])} <span class='dim'>({e(s['pipeline_name'])} → "
+        f"{e(s['destination_name'])}.{e(s['dataset_name'])}, {e(s['status'])})</span>"
+        for s in summaries
+    ]
+    if len(summaries) == 1:
+        return parts[0]
+    total = sum(s["total_rows"] or 0 for s in summaries)
+    return f"{total} in all: " + "; ".join(parts)
 
 
 def _link_id(ws: str, run_id: str | None) -> str:
