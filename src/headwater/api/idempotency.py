@@ -28,20 +28,40 @@ def idempotent(
     body: Any,
     answer: Callable[[], Any],
     status_code: int = 200,
+    also: tuple[str, ...] = (),
 ) -> Any:
-    """Run `answer()` once per (key, Idempotency-Key); repeats get the stored answer."""
-    key = _header(request)
-    if key is None:
+    """Run `answer()` once per (key, Idempotency-Key); repeats get the stored answer.
+
+    `also`: more keys that name this request (a webhook's delivery id, its signature):
+    a request that repeats any of them gets the first answer too.
+    """
+    keys = [k for k in (_header(request), *also) if k]
+    if not keys:
         return JSONBody(answer(), status_code=status_code)
-    replay = _claim(store, request, principal, body, key)
-    if replay is not None:
-        return replay
+    claimed: list[str] = []
+    for key in keys:
+        try:
+            replay = _claim(store, request, principal, body, key)
+        except Exception:
+            _release(store, principal, claimed)
+            raise
+        if replay is not None:
+            _release(store, principal, claimed)
+            return replay
+        claimed.append(key)
     try:
         result = answer()
     except Exception:
-        store.release_idempotency(principal.key_id, key)
+        _release(store, principal, claimed)
         raise
-    return _keep(store, principal, key, status_code, result)
+    for key in claimed[1:]:
+        _keep(store, principal, key, status_code, result)
+    return _keep(store, principal, claimed[0], status_code, result)
+
+
+def _release(store: Store, principal: Principal, keys: list[str]) -> None:
+    for key in keys:
+        store.release_idempotency(principal.key_id, key)
 
 
 async def idempotent_async(
