@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -166,3 +168,26 @@ def test_a_refused_bulk_cancel_cancels_nothing(server: Server) -> None:
             headers={"Authorization": f"Bearer {server.key}"},
         )
         server.wait_run(mine)
+
+
+def test_the_open_routes_are_the_ones_the_readme_names(server: Server) -> None:
+    """Security 9e: the API's description is open, says so, and holds no workspace data."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    sentence = re.search(r"every API route needs a key.*?so tools", readme, re.DOTALL)
+    assert sentence, "README: the sentence naming the routes that need no key"
+    named = set(re.findall(r"`(/[\w./]*)`", sentence.group(0)))
+    assert named == {"/health", "/openapi.json", "/docs", "/redoc"}
+    anon = client(server, None)
+    for path in named:
+        resp = anon.get(path)
+        assert resp.status_code == 200, path
+        if path != "/health":  # /health names the workspace it serves, on purpose
+            assert server.ws_id not in resp.text and server.key not in resp.text, path
+    # every other documented GET route asks for a key
+    paths = anon.get("/openapi.json").json()["paths"]
+    for path, ops in paths.items():
+        if "get" not in ops or path in named:
+            continue
+        url = re.sub(r"\{ws\}", server.ws_id, path)
+        url = re.sub(r"\{[^}]+\}", "x", url)
+        assert anon.get(url).status_code == 401, path

@@ -1,8 +1,9 @@
 """The HTTP API: the dltHub runtime API's paths and shapes, served by Headwater.
 
 Control plane under `/api/v1`, data plane (logs) under `/logs/v1`; one server
-is both, so `dataplane_url` is its own base. Every route but `/health` needs
-an API key.
+is both, so `dataplane_url` is its own base. Every route needs an API key but
+`/health` and the API's description (`/openapi.json`, `/docs`, `/redoc`): the same
+for every Headwater, with no workspace data, kept open for tools and people.
 """
 
 from __future__ import annotations
