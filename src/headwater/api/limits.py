@@ -50,7 +50,10 @@ def check_parameters(parameters: dict[str, Any] | None) -> None:
                 f" {MAX_PARAMETER_NAME} characters",
                 "invalid_parameters",
             )
-        size = len(dumps(value))
+        try:
+            size = len(dumps(value))
+        except (TypeError, ValueError):  # nothing JSON could carry; its text's size will do
+            size = len(repr(value).encode())
         if size > MAX_PARAMETER_VALUE:
             raise ApiError(
                 413,
