@@ -589,13 +589,7 @@ class Runtime:
         from watchfiles import watch
 
         def relevant(_change: Any, path: str) -> bool:
-            rel = os.path.relpath(path, self.workspace)
-            parts = rel.split(os.sep)
-            if parts[0] in (HOME_DIR, "_storage", "__pycache__") or "__pycache__" in parts:
-                return False
-            if parts[:2] == [".dlt", "data"]:
-                return False  # dlt's local files (what runs write), not code
-            return path.endswith(WATCHED_SUFFIXES)
+            return is_watched(self.workspace, path)
 
         try:
             for _changes in watch(
@@ -605,16 +599,27 @@ class Runtime:
                 debounce=300,
                 rust_timeout=1000,
             ):
-                if self._remote and not (self.workspace / "__deployment__.py").exists():
-                    # code from a remote deploy, none of the folder's own to switch back to:
-                    # a file a run wrote in the folder is not a manifest error
-                    continue
                 # job code may have changed even when the manifest did not: a good
                 # reload always warms a new launcher
                 result = self.reload_manifest()
                 log.info("workspace changed: %s", result)
         except Exception:
             log.exception("file watch stopped")
+
+
+def is_watched(workspace: Path, path: str) -> bool:
+    """Whether a change of `path` may be a change of the workspace's code or configuration.
+
+    What runs write is not: Headwater's own folder, dlt's local files (`.dlt/data`, where runs
+    of any code source keep relative destination paths) and caches; a run's file there must
+    not switch runs from a deployed package back to the folder's code.
+    """
+    parts = os.path.relpath(path, workspace).split(os.sep)
+    if parts[0] in (HOME_DIR, "_storage", "__pycache__") or "__pycache__" in parts:
+        return False
+    if parts[:2] == [".dlt", "data"]:
+        return False
+    return path.endswith(WATCHED_SUFFIXES)
 
 
 def _stop_children(pids: list[int], grace_s: float) -> None:

@@ -105,12 +105,18 @@ def test_runs_keep_one_data_location_across_dlthub_deploy_and_local_edits(
             lambda: re.search(r"code source: deployment package v1 .*data stays", srv.log()),
             what="the switch to the package, announced",
         )
+        # a restart keeps the package's code and the folder's data, and says so
+        srv.stop()
+        srv.start()
+        assert status(srv)["code_source"] == "package"
+        assert re.search(r"code source: deployment package v1 .*; data in ", srv.log())
+        assert run_ledger(srv) == ["local", "package", "package"]
 
         # a local edit: the folder's code again, the same data, and the switch is logged
         deployment = served / "__deployment__.py"
         deployment.write_text(deployment.read_text().replace('"local"', '"edited"'))
         srv.wait_for(lambda: status(srv)["code_source"] == "local", what="code back to local")
-        assert run_ledger(srv) == ["local", "package", "edited"]
+        assert run_ledger(srv) == ["local", "package", "package", "edited"]
         assert db.stat().st_ino == inode
         srv.wait_for(
             lambda: re.search(r"code source: the workspace folder .*instead of .* v1", srv.log()),
