@@ -44,7 +44,7 @@ print(f"report run #{latest['number']} ({latest['trigger']}): {latest['status']}
 for line in client.logs(latest["id"]):
     if line["source"] == "user":
         print("  |", line["content"])
-db = duckdb.connect(str(ws / "demo.duckdb"), read_only=True)
+db = duckdb.connect(str(ws / ".dlt" / "data" / "dev" / "demo.duckdb"), read_only=True)
 for table in ("raw.currencies", "raw.rates", "raw.products", "reporting.latest_rates", "reporting.products_by_category"):
     print(f"  {table:<32} {db.execute(f'select count(*) from {table}').fetchone()[0]:>5} rows")
 sys.exit(0 if latest["status"] == "completed" else 1)

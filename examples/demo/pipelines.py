@@ -22,13 +22,19 @@ DATASET = "raw"
 
 
 def duckdb_path() -> str:
-    """One DuckDB file shared by all jobs; `DEMO_DUCKDB_PATH` overrides it."""
-    return os.environ.get("DEMO_DUCKDB_PATH") or str(HERE / "demo.duckdb")
+    """One DuckDB file shared by all jobs, in dlt's local dir (`.dlt/data/<profile>/` of
+    the workspace); `DEMO_DUCKDB_PATH` overrides it.
+
+    Not next to this file: data follows the workspace, code may come from a deployed
+    package (a path from `__file__` would point into the package).
+    """
+    return os.environ.get("DEMO_DUCKDB_PATH") or os.path.join(
+        dlt.current.run_context().local_dir, "demo.duckdb"
+    )
 
 
 def _pipeline(name: str) -> dlt.Pipeline:
-    # explicit destination with an absolute path: a relative one would be
-    # resolved against the workspace's local dir, not this folder
+    # the same absolute path for dlt and for the plain DuckDB queries below
     return dlt.pipeline(
         pipeline_name=name,
         destination=dlt.destinations.duckdb(duckdb_path()),

@@ -27,7 +27,7 @@ from headwater.store.store import DeployedJob, Store
 from headwater.store.vault import VariableStore, load_key
 from headwater.ui import pages
 from headwater.worker.worker import Worker, recover_lost_runs
-from headwater.workspace.launch import dlt_profile, job_specs
+from headwater.workspace.launch import dlt_profile, job_specs, served_local_dir
 from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
 from headwater.workspace.packages import hash_dir_name as hash_dir
 from headwater.workspace.packages import read_package, runtime_dir, store_package
@@ -55,6 +55,16 @@ class ManifestState:
     error: str | None = None
     error_type: str | None = None
     error_at: datetime | None = None
+    code_source: str = "local"
+    """Where runs take their code: `local` (the served folder) or `package` (a remote deploy)."""
+    code_package_version: int | None = None
+    config_package_version: int | None = None
+    code_dir: str | None = None
+    data_dir: str | None = None
+    """dlt's pipeline state of every run, whatever the code source."""
+    local_dir: str | None = None
+    """dlt's local dir (relative destination paths) of a run under the default profile,
+    whatever the code source."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +75,12 @@ class ManifestState:
             "error": self.error,
             "error_type": self.error_type,
             "error_at": self.error_at,
+            "code_source": self.code_source,
+            "code_package_version": self.code_package_version,
+            "config_package_version": self.config_package_version,
+            "code_dir": self.code_dir,
+            "data_dir": self.data_dir,
+            "local_dir": self.local_dir,
         }
 
 
@@ -147,6 +163,12 @@ class Runtime:
                 self._code_dir = self._package_dir(
                     latest["code_package_id"], latest["config_package_id"]
                 )
+        self._describe_code(
+            self.packages.get(latest["code_package_id"]) if self._remote and latest else None,
+            self.packages.get(latest["config_package_id"])
+            if self._remote and latest and latest["config_package_id"]
+            else None,
+        )
 
     @property
     def url(self) -> str:
@@ -187,6 +209,16 @@ class Runtime:
             log.warning("%d run(s) were active when Headwater stopped; marked failed", len(lost))
         if not self._remote:
             self.reload_manifest(refresh_launcher=False)
+        else:
+            log.info(
+                "code source: deployment package v%s (configuration v%s) in %s; data in %s,"
+                " pipeline state in %s",
+                self.manifest.code_package_version,
+                self.manifest.config_package_version,
+                self._code_dir,
+                self.manifest.local_dir,
+                self.manifest.data_dir,
+            )
         if self.separate_worker:
             # forks come before any thread starts: a thread's lock would stay held in the child
             for _ in range(self.api_processes - 1):
@@ -403,7 +435,17 @@ class Runtime:
             self.manifest.warnings = loaded.warnings
             # local files were edited: they are the code again, even after a remote deploy
             moved = self._code_dir != self.workspace
+            if moved:
+                log.warning(
+                    "code source: the workspace folder %s again (its files changed), instead of"
+                    " deployment package v%s; data stays in %s, pipeline state in %s",
+                    self.workspace,
+                    self.manifest.code_package_version,
+                    self.manifest.local_dir,
+                    self.manifest.data_dir,
+                )
             self._code_dir, self._remote = self.workspace, False
+            self._describe_code(None, None)
             if refresh_launcher:
                 self._refresh_launcher(keep_previous=not moved)
             if version is not None:
@@ -443,6 +485,18 @@ class Runtime:
         config_dir = root / "configuration" / hash_dir(config["content_hash"]) if config else None
         return runtime_dir(root / "run", code_dir, config_dir)
 
+    def _describe_code(self, code: dict[str, Any] | None, config: dict[str, Any] | None) -> None:
+        """Record where runs take their code from (`code`: the package row, None = the
+        folder) and where their data lives, which is the same for every code source."""
+        m = self.manifest
+        m.code_source = "package" if code is not None else "local"
+        m.code_package_version = code["version"] if code is not None else None
+        m.config_package_version = config["version"] if config is not None else None
+        m.code_dir = str(self._code_dir)
+        env = self.worker.base_env
+        m.data_dir = env.get("DLT_DATA_DIR") or str(self.worker.data_dir)
+        m.local_dir = str(served_local_dir(self.workspace, self.default_profile(), env))
+
     def deploy_remote(self, body: dict[str, Any], dry_run: bool) -> dict[str, Any]:
         """`-deploy`: validate the posted jobs with dlt and reconcile; runs move to the newest
         uploaded packages (runs already going keep theirs)."""
@@ -458,6 +512,7 @@ class Runtime:
         code = self.packages.latest(self.ws_id, "deployment")
         config = self.packages.latest(self.ws_id, "configuration")
         with self._reload_lock:
+            was_local = not self._remote
             version, outcomes = self.store.deploy(
                 self.ws_id,
                 manifest,
@@ -482,6 +537,17 @@ class Runtime:
                     new_dir = self._package_dir(code["id"], config["id"] if config else None)
                     if new_dir != self._code_dir:
                         self._code_dir, self._remote = new_dir, True
+                        self._describe_code(code, config)
+                        log.warning(
+                            "code source: deployment package v%s (configuration v%s) in %s,"
+                            " instead of %s; data stays in %s, pipeline state in %s",
+                            code["version"],
+                            config["version"] if config else None,
+                            new_dir,
+                            "the workspace folder" if was_local else "the previous package",
+                            self.manifest.local_dir,
+                            self.manifest.data_dir,
+                        )
                         self._refresh_launcher(keep_previous=False)
                 self._share_state()
         return self._deploy_answer(outcomes, loaded.warnings, manifest["deployment_module"])
@@ -523,11 +589,7 @@ class Runtime:
         from watchfiles import watch
 
         def relevant(_change: Any, path: str) -> bool:
-            rel = os.path.relpath(path, self.workspace)
-            parts = rel.split(os.sep)
-            if parts[0] in (HOME_DIR, "_storage", "__pycache__") or "__pycache__" in parts:
-                return False
-            return path.endswith(WATCHED_SUFFIXES)
+            return is_watched(self.workspace, path)
 
         try:
             for _changes in watch(
@@ -543,6 +605,21 @@ class Runtime:
                 log.info("workspace changed: %s", result)
         except Exception:
             log.exception("file watch stopped")
+
+
+def is_watched(workspace: Path, path: str) -> bool:
+    """Whether a change of `path` may be a change of the workspace's code or configuration.
+
+    What runs write is not: Headwater's own folder, dlt's local files (`.dlt/data`, where runs
+    of any code source keep relative destination paths) and caches; a run's file there must
+    not switch runs from a deployed package back to the folder's code.
+    """
+    parts = os.path.relpath(path, workspace).split(os.sep)
+    if parts[0] in (HOME_DIR, "_storage", "__pycache__") or "__pycache__" in parts:
+        return False
+    if parts[:2] == [".dlt", "data"]:
+        return False
+    return path.endswith(WATCHED_SUFFIXES)
 
 
 def _stop_children(pids: list[int], grace_s: float) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.integration.harness import Server, copy_workspace
+from tests.integration.harness import Server, copy_workspace, run_dlthub
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_demo_loads_into_duckdb_and_the_chained_report_builds_tables(tmp_path: P
         assert report["previous_job_run_id"] == currencies["id"]
     finally:
         srv.stop()
-    db = duckdb.connect(str(ws / "demo.duckdb"), read_only=True)
+    db = duckdb.connect(str(ws / ".dlt" / "data" / "dev" / "demo.duckdb"), read_only=True)
     counts = {
         t: db.execute(f"select count(*) from {t}").fetchone()[0]
         for t in ("raw.currencies", "raw.rates", "raw.products", "reporting.latest_rates")
@@ -42,3 +42,32 @@ def test_demo_loads_into_duckdb_and_the_chained_report_builds_tables(tmp_path: P
     }
     # dlt kept pipeline state in the workspace, not in its global folder
     assert (ws / ".headwater" / "data" / "pipelines" / "demo_currencies").is_dir()
+
+
+def test_after_a_dlthub_deploy_into_the_demo_the_report_finds_the_loaded_data(
+    tmp_path: Path,
+) -> None:
+    """The demo's folder served, its data loaded, then its code deployed with `dlthub deploy`
+    (from another clone): the report, now run from the package, reads the same database."""
+    ws = copy_workspace(DEMO, tmp_path / "demo")
+    laptop = copy_workspace(DEMO, tmp_path / "laptop")
+    home = tmp_path / "home"
+    home.mkdir()
+    srv = Server(ws).start()
+    try:
+        currencies = srv.wait_run(srv.start_run("currencies")["id"], timeout=120)
+        assert currencies["status"] == "completed", srv.logs(currencies["id"])
+        chained = srv.wait_for(lambda: srv.runs("report"), 30, "report run")
+        assert srv.wait_run(chained[0]["id"], timeout=120)["status"] == "completed"
+        admin = srv.cli("key", "create", "--name", "laptop", "--scope", "admin").stdout.strip()
+        proc = run_dlthub(srv, admin, laptop, home, "deploy", timeout=120)
+        assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+        assert srv.get(srv.w)["manifest"]["code_source"] == "package"
+        report = srv.wait_run(srv.start_run("report")["id"], timeout=120)
+        assert report["status"] == "completed", srv.logs(report["id"])
+        out = "\n".join(srv.user_output(report["id"]))
+        assert "built reporting.latest_rates (5 rows)" in out, out
+    finally:
+        srv.stop()
+    packages = ws / ".headwater" / "packages"
+    assert not list(packages.rglob("*.duckdb")), list(packages.rglob("*.duckdb"))

@@ -30,7 +30,12 @@ from headwater.worker.processes import (
     is_same_process,
     process_start_ticks,
 )
-from headwater.workspace.launch import launch_command, run_environment
+from headwater.workspace.launch import (
+    dlt_profile,
+    launch_command,
+    run_environment,
+    served_local_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +154,16 @@ class Worker:
             return
         with self._lock:
             old, older = self._forkserver, self._previous
+        code_dir = self.code_dir()
         fs = ForkServer(
-            self.code_dir(),
+            code_dir,
             run_environment(
                 self.base_env,
-                self.code_dir(),
+                code_dir,
                 {"id": "warm", "number": 0},
                 self.ws_id,
                 self.data_dir,
+                local_dir=self.local_dir(code_dir, {}, {}, self.base_env),
             ),
             self.workspace / ".headwater" / "forkserver.log",
             self._on_exit,
@@ -175,6 +182,19 @@ class Worker:
                 retired = old
         if retired is not None:
             retired.retire()
+
+    def local_dir(
+        self, code_dir: Path, run: dict[str, Any], job_def: dict[str, Any], env: dict[str, str]
+    ) -> Path | None:
+        """dlt's local dir to pin for a run whose code is `code_dir`: none for the workspace
+        folder's own code (dlt finds it there), the served folder's for a package's."""
+        if code_dir == self.workspace:
+            return None
+        profile = dlt_profile(run, job_def, code_dir, env)
+        path = served_local_dir(self.workspace, profile, env)
+        # dlt creates it only in a dlt workspace's context; a package's run may not be one
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _pick_starter(self) -> Any:
         """The warm launcher if it is ready, else the one it replaces, else a new interpreter."""
@@ -298,7 +318,8 @@ class Worker:
         if self.extra_env is not None:
             base.update(self.extra_env(run))
         dsn = self.beacon_dsn(run) if self.beacon_dsn is not None else None
-        env = run_environment(base, code_dir, run, self.ws_id, self.data_dir, dsn)
+        local_dir = self.local_dir(code_dir, run, job_def, base)
+        env = run_environment(base, code_dir, run, self.ws_id, self.data_dir, dsn, local_dir)
         starter = self._pick_starter()
         # a run just claimed from `pending` has written no log line yet
         self._line_nums[run["id"]] = 0

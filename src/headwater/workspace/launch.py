@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from dlt._workspace.deployment._run_helpers import (
 
 from headwater.store.store import JobSpec, RunRequest, Store, TriggerResult
 from headwater.workspace import triggers
-from headwater.workspace.manifest import LoadedManifest, job_definition_hash
+from headwater.workspace.manifest import DEPLOYMENT_MODULE, LoadedManifest, job_definition_hash
 
 INTERVAL_TRIGGER_KINDS = ("schedule", "every", "once")
 
@@ -146,6 +147,37 @@ def launch_command(run: dict[str, Any], job_def: dict[str, Any]) -> tuple[str, l
     return launcher, argv
 
 
+def served_local_dir(workspace: Path, profile: str, env: dict[str, str]) -> Path:
+    """dlt's local dir (relative destination paths such as `duckdb("x.duckdb")`, files of
+    the job's own) for runs of the served folder `workspace`, wherever their code comes from.
+
+    It is where dlt puts it for a run in the folder itself: `DLT_LOCAL_DIR` if set, a plain
+    folder with its own code (no `.dlt/.workspace`) is its own local dir, and otherwise
+    `[workspace.settings] local_dir` or `.dlt/data/<profile>` (a dlt workspace; also a folder
+    filled by remote deploys only, whose packages come from dlt workspaces).
+    """
+    if env.get("DLT_LOCAL_DIR"):
+        return Path(env["DLT_LOCAL_DIR"])
+    from dlt._workspace.run_context import DEFAULT_LOCAL_FOLDER
+
+    settings = workspace / ".dlt"
+    is_workspace = (settings / ".workspace").is_file()
+    if not is_workspace and (workspace / f"{DEPLOYMENT_MODULE}.py").is_file():
+        return workspace
+    configured = env.get("WORKSPACE__SETTINGS__LOCAL_DIR")
+    if not configured and is_workspace:
+        try:
+            with (settings / "config.toml").open("rb") as f:
+                configured = (
+                    tomllib.load(f).get("workspace", {}).get("settings", {}).get("local_dir")
+                )
+        except (OSError, tomllib.TOMLDecodeError):
+            configured = None
+    if configured:
+        return workspace / str(configured)
+    return settings / DEFAULT_LOCAL_FOLDER / profile
+
+
 def run_environment(
     base_env: dict[str, str],
     code_dir: Path,
@@ -153,11 +185,14 @@ def run_environment(
     ws_id: str,
     data_dir: Path,
     beacon_dsn: str | None = None,
+    local_dir: Path | None = None,
 ) -> dict[str, str]:
     """A fresh environment for one run: the server's own, plus where dlt finds code and data.
 
     `code_dir` is the workspace folder or an uploaded package; `data_dir` (pipeline
-    state) stays the same across deployments. `beacon_dsn` is where the run's dlt
+    state) stays the same across deployments, and so does `local_dir`, dlt's local dir:
+    given for code from a package, it pins the run's local files to the served folder
+    (`served_local_dir`); dlt finds it itself in the folder. `beacon_dsn` is where the run's dlt
     sends its traces and job result, unless `base_env` names a DSN of its own (the
     server's environment or a workspace variable: the user's choice wins). Without
     `beacon_dsn` dlt sends nothing at all: the warm launcher must not, since dlt's
@@ -172,6 +207,9 @@ def run_environment(
     env["DLT_PROJECT_DIR"] = str(code_dir)
     # never dlt's global directory: pipeline state belongs to this workspace
     env.setdefault("DLT_DATA_DIR", str(data_dir))
+    if local_dir is not None:
+        # code from a package: its local files still belong in the served folder
+        env.setdefault("DLT_LOCAL_DIR", str(local_dir))
     if run.get("profile"):
         # dlt picks its profile when it sets up its run context, before the launcher runs
         env["WORKSPACE__PROFILE"] = run["profile"]
