@@ -72,6 +72,19 @@ def test_a_path_through_a_link_is_refused(tmp_path: Path) -> None:
     refused(tmp_path, data, "through a link")
 
 
+def test_an_unlisted_link_is_never_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    data = craft(
+        {"path": "lnk", "link": str(outside), "listed": False},
+        {"path": "lnk/file", "data": b"stays inside"},
+    )
+    _package, folder = unpack(tmp_path, data)
+    assert list(outside.iterdir()) == []
+    assert not (folder / "lnk").is_symlink()
+    assert (folder / "lnk" / "file").read_bytes() == b"stays inside"
+
+
 def test_a_relative_link_out_of_the_package_is_refused(tmp_path: Path) -> None:
     refused(tmp_path, craft({"path": "x/lnk", "link": "../../.headwater"}), "outside the package")
 
