@@ -130,6 +130,7 @@ def test_a_bogus_token_is_a_401_before_the_body_is_read(env: Env, gzip_bomb: byt
     pid = env.srv.proc.pid  # type: ignore[union-attr]
     before = hwm_kib(pid)
     resp = env.upload(gzip_bomb, token="hw_upload_bogus")
+    print(f"401 in {resp.elapsed.total_seconds():.3f} s")
     assert resp.status_code == 401, resp.text
     assert resp.json()["code"] == "invalid_upload_token"
     grown_mib = (hwm_kib(pid) - before) / 1024
@@ -142,6 +143,7 @@ def test_a_valid_token_with_a_gzip_bomb_is_a_413(env: Env, gzip_bomb: bytes) -> 
     pid = env.srv.proc.pid  # type: ignore[union-attr]
     before, latest = hwm_kib(pid), env.latest()
     resp = env.upload(gzip_bomb)
+    print(f"413 in {resp.elapsed.total_seconds():.3f} s")
     assert resp.status_code == 413, resp.text
     assert "gzip bomb" in resp.json()["detail"]
     grown_mib = (hwm_kib(pid) - before) / 1024
