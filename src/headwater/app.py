@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from headwater.api.app import ApiContext, create_app
 from headwater.core import beacon
@@ -29,8 +29,13 @@ from headwater.ui import pages
 from headwater.worker.worker import Worker, recover_lost_runs
 from headwater.workspace.launch import dlt_profile, job_specs, served_local_dir
 from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
+from headwater.workspace.packages import (
+    PackageMissing,
+    ReadPackage,
+    runtime_dir,
+    unpack_package,
+)
 from headwater.workspace.packages import hash_dir_name as hash_dir
-from headwater.workspace.packages import read_package, runtime_dir, store_package
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +157,8 @@ class Runtime:
             beacon_dsn=lambda run: beacon.dsn(self.url, self.ws_id, run["id"], self.beacon_key),
         )
         self._remote = False
+        code_id: str | None = None
+        config_id: str | None = None
         latest = self.store.latest_manifest(self.ws_id)
         if latest is not None:
             self.manifest.version, self.manifest.hash = latest["version"], latest["hash"]
@@ -160,14 +167,10 @@ class Runtime:
             if latest["code_package_id"]:
                 # the newest version came from a remote deploy: its package is the code
                 self._remote = True
-                self._code_dir = self._package_dir(
-                    latest["code_package_id"], latest["config_package_id"]
-                )
+                self._code_dir, code_id, config_id = self._deployed_code_dir(latest["version"])
         self._describe_code(
-            self.packages.get(latest["code_package_id"]) if self._remote and latest else None,
-            self.packages.get(latest["config_package_id"])
-            if self._remote and latest and latest["config_package_id"]
-            else None,
+            self.packages.get(code_id) if code_id else None,
+            self.packages.get(config_id) if config_id else None,
         )
 
     @property
@@ -191,6 +194,7 @@ class Runtime:
             manifest_status=self.manifest.as_dict,
             packages=self.packages,
             accept_package=self.accept_package,
+            package_stored=self._package_stored,
             deploy=self.deploy_remote,
             variables=self.variables,
             webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
@@ -472,18 +476,65 @@ class Runtime:
 
     # -- remote deploy ----------------------------------------------------------------------------
 
-    def accept_package(self, row: dict[str, Any], data: bytes) -> None:
-        """Unpack an uploaded package once per content hash under `.headwater/packages`."""
-        store_package(data, read_package(data), self.home / "packages" / row["kind"])
+    def accept_package(self, kind: str, upload: BinaryIO) -> ReadPackage:
+        """Check an uploaded package and unpack it once per content hash under
+        `.headwater/packages`; raises `PackageError` with nothing stored."""
+        package, _folder = unpack_package(upload, self.home / "packages" / kind)
+        return package
+
+    def _package_stored(self, row: dict[str, Any]) -> bool:
+        folder = self.home / "packages" / row["kind"] / hash_dir(row["content_hash"])
+        return folder.is_dir()
 
     def _package_dir(self, code_id: str, config_id: str | None) -> Path:
-        code = self.packages.get(code_id)
-        config = self.packages.get(config_id) if config_id else None
-        assert code is not None and code["content_hash"]
+        """The run folder of a code and a configuration package; `PackageMissing` when
+        either is not on disk (or the folder cannot be built)."""
         root = self.home / "packages"
-        code_dir = root / "deployment" / hash_dir(code["content_hash"])
-        config_dir = root / "configuration" / hash_dir(config["content_hash"]) if config else None
-        return runtime_dir(root / "run", code_dir, config_dir)
+        dirs: list[Path] = []
+        for kind, package_id in (("deployment", code_id), ("configuration", config_id)):
+            if package_id is None:
+                continue
+            row = self.packages.get(package_id)
+            if row is None or not row["content_hash"]:
+                raise PackageMissing(f"{kind} package {package_id} was never stored")
+            folder = root / kind / hash_dir(row["content_hash"])
+            if not folder.is_dir():
+                raise PackageMissing(f"{kind} version {row['version']} is missing: no {folder}")
+            dirs.append(folder)
+        try:
+            return runtime_dir(root / "run", dirs[0], dirs[1] if len(dirs) > 1 else None)
+        except OSError as ex:
+            raise PackageMissing(f"the run folder cannot be built: {ex}") from ex
+
+    def _deployed_code_dir(self, newest: int) -> tuple[Path, str | None, str | None]:
+        """At start: the run folder of the newest remote deploy whose packages are on disk,
+        with its code and configuration package ids. When the newest one's are missing, runs
+        use an older deploy's (or, with none left, the workspace folder: no ids) and the
+        manifest status says so; the server starts either way."""
+        missing: list[str] = []
+        found: tuple[int, Path, str, str | None] | None = None
+        for version, code_id, config_id in self.packages.deployed(self.ws_id):
+            try:
+                found = version, self._package_dir(code_id, config_id), code_id, config_id
+                break
+            except PackageMissing as ex:
+                missing.append(f"manifest version {version}: {ex}")
+        if not missing and found is not None:
+            return found[1], found[2], found[3]
+        using = (
+            f"runs use the code of manifest version {found[0]} ({found[1]})"
+            if found is not None
+            else f"no deployed code is left on disk; runs use the workspace folder {self.workspace}"
+        )
+        self.manifest.error = (
+            f"the code of manifest version {newest} is not on disk ({'; '.join(missing[:3])});"
+            f" {using}. Deploy again to restore it"
+        )
+        self.manifest.error_type, self.manifest.error_at = "PackageMissing", datetime.now(UTC)
+        log.error("%s", self.manifest.error)
+        if found is None:
+            return self.workspace, None, None
+        return found[1], found[2], found[3]
 
     def _describe_code(self, code: dict[str, Any] | None, config: dict[str, Any] | None) -> None:
         """Record where runs take their code from (`code`: the package row, None = the
@@ -511,6 +562,11 @@ class Runtime:
         loaded = from_manifest(manifest)
         code = self.packages.latest(self.ws_id, "deployment")
         config = self.packages.latest(self.ws_id, "configuration")
+        new_dir: Path | None = None
+        if code is not None and not dry_run:
+            # the run folder exists before the manifest is committed: a deploy that cannot
+            # build it (PackageMissing, a 409) changes nothing
+            new_dir = self._package_dir(code["id"], config["id"] if config else None)
         with self._reload_lock:
             was_local = not self._remote
             version, outcomes = self.store.deploy(
@@ -533,8 +589,7 @@ class Runtime:
                     self.manifest.loaded_at = datetime.now(UTC)
                 self.manifest.warnings = loaded.warnings
                 self.manifest.error = self.manifest.error_type = self.manifest.error_at = None
-                if code is not None:
-                    new_dir = self._package_dir(code["id"], config["id"] if config else None)
+                if new_dir is not None:
                     if new_dir != self._code_dir:
                         self._code_dir, self._remote = new_dir, True
                         self._describe_code(code, config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from headwater.api import serialize as ser
 from headwater.api.responses import ApiError
@@ -12,6 +12,7 @@ from headwater.store.packages import PackageStore
 from headwater.store.store import Store
 from headwater.store.telemetry import TelemetryStore
 from headwater.store.vault import VariableStore
+from headwater.workspace.packages import ReadPackage
 
 
 @dataclass
@@ -24,11 +25,13 @@ class ApiContext:
     reload_manifest: Callable[[], dict[str, Any]]
     manifest_status: Callable[[], dict[str, Any]]
     packages: PackageStore
-    accept_package: Callable[[dict[str, Any], bytes], None]
-    """Unpack an uploaded package (row, bytes)."""
+    accept_package: Callable[[str, BinaryIO], ReadPackage]
+    """Check and unpack an uploaded package (kind, the gzipped tar); raises PackageError."""
     deploy: Callable[[dict[str, Any], bool], dict[str, Any]]
     """Validate and reconcile a posted manifest (`-deploy` body, dry run)."""
     variables: VariableStore
+    package_stored: Callable[[dict[str, Any]], bool] = lambda _row: True
+    """Whether a numbered package's files are on this server's disk."""
     webhook_secret: Callable[[], str | None] = lambda: None
     """The secret webhook senders sign bodies with (HMAC-SHA256), if one is set."""
     default_profile: Callable[[], str] = lambda: ser.DEFAULT_PROFILE

@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, update
 
 from headwater.store.db import write
-from headwater.store.models import Package
+from headwater.store.models import ManifestVersion, Package
 from headwater.store.store import _row, key_hash, new_id, utcnow
 
 P = Package.__table__
+MV = ManifestVersion.__table__
 KINDS = ("deployment", "configuration")
 
 
@@ -48,6 +49,30 @@ class PackageStore:
         with self.reader.connect() as conn:
             return _row(conn.execute(select(P).where(P.c.id == package_id)).first())
 
+    def awaiting(self, package_id: str, token: str) -> dict[str, Any] | None:
+        """The issued package `token` may still upload to, or None (unknown, used, wrong)."""
+        with self.reader.connect() as conn:
+            return _row(
+                conn.execute(
+                    select(P).where(
+                        P.c.id == package_id,
+                        P.c.upload_token_hash == key_hash(token),
+                        P.c.version.is_(None),
+                    )
+                ).first()
+            )
+
+    def deployed(self, ws_id: str) -> list[tuple[int, str, str | None]]:
+        """`(manifest version, code package id, configuration package id)` of every remote
+        deploy, newest first."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(MV.c.version, MV.c.code_package_id, MV.c.config_package_id)
+                .where(MV.c.workspace_id == ws_id, MV.c.code_package_id.is_not(None))
+                .order_by(MV.c.version.desc())
+            ).all()
+        return [(int(r.version), str(r.code_package_id), r.config_package_id) for r in rows]
+
     def complete(
         self,
         package_id: str,
@@ -59,7 +84,7 @@ class PackageStore:
         requirements_size_bytes: int = 0,
         profiles: list[str] | None = None,
     ) -> dict[str, Any] | None:
-        """Number an issued package once its bytes are stored; the token works once."""
+        """Number an issued package once its files are safely on disk; the token works once."""
         with write(self.engine) as conn:
             row = conn.execute(
                 select(P).where(
