@@ -4,14 +4,16 @@
 # chained on the currencies load builds reporting tables. The server stays up afterwards.
 set -euo pipefail
 cd "$(dirname "$0")"
-bash scripts/install
+echo "== 1/3 installing Headwater into .venv (what running needs; the tests install more)"
+bash scripts/install --run
 HW=.venv/bin/headwater
 WS=examples/demo
 PORT=${HEADWATER_PORT:-8765}
 URL="http://127.0.0.1:$PORT"
 
+echo "== 2/3 starting Headwater on $WS"
 if ! curl -fs "$URL/health" >/dev/null 2>&1; then
-  echo "starting: headwater up $WS --port $PORT  (log: $WS/.headwater/up.log)"
+  echo "starting: $HW up $WS --port $PORT  (log: $WS/.headwater/up.log)"
   mkdir -p "$WS/.headwater"
   nohup "$HW" up "$WS" --port "$PORT" >"$WS/.headwater/up.log" 2>&1 &
   for _ in $(seq 1 300); do
@@ -21,6 +23,7 @@ if ! curl -fs "$URL/health" >/dev/null 2>&1; then
 fi
 export HEADWATER_URL="$URL"
 
+echo "== 3/3 running the demo's jobs"
 "$HW" job ls -w "$WS"
 "$HW" job run products -w "$WS" --wait
 "$HW" job run currencies -w "$WS" --wait
@@ -51,8 +54,12 @@ sys.exit(0 if latest["status"] == "completed" else 1)
 PY
 echo
 WS_ID=$(python3 -c "import json;print(json.load(open('$WS/.headwater/server.json'))['workspace_id'])")
+PID=$(python3 -c "import json;print(json.load(open('$WS/.headwater/server.json'))['pid'])")
 echo "Headwater is still running at $URL (workspace $WS)."
-echo "  pages: $URL/w/$WS_ID  (sign in with a key from: $HW key create --name me --scope read -w $WS)"
-echo "Try:"
-echo "  $HW job ls -w $WS      $HW run ls -w $WS      $HW run logs <run id> -w $WS"
-echo "Stop it with: kill \$(python3 -c 'import json;print(json.load(open(\"$WS/.headwater/server.json\"))[\"pid\"])')"
+echo "Look around from this folder (the CLI finds the server of $WS below it):"
+echo "  source .venv/bin/activate      # puts headwater on PATH (or type .venv/bin/headwater)"
+echo "  headwater job ls"
+echo "  headwater run ls"
+echo "  headwater run show <run id>    headwater run logs <run id>"
+echo "  pages: $URL/w/$WS_ID  (sign in with a key from: headwater key create --name me --scope read)"
+echo "Stop it with: kill $PID"

@@ -1239,3 +1239,26 @@ def test_publishing_gives_a_job_one_secret_until_unpublished(store: Store, ws: s
     assert store.get_job(job["id"])["public_secret"] is None  # type: ignore[index]
     assert store.published_job(secret) is None
     assert store.set_published("no-such-job", True) is None
+
+
+# -- API keys -----------------------------------------------------------------------------------
+
+
+def test_revoking_an_ambiguous_key_name_revokes_nothing_and_names_the_candidates(
+    store: Store, ws: str
+) -> None:
+    from headwater.store.store import AmbiguousKeyError
+
+    a, _ = store.create_key(ws, "twin", "admin")
+    b, _ = store.create_key(ws, "twin", "trigger")
+    with pytest.raises(AmbiguousKeyError) as raised:
+        store.revoke_key(ws, "twin")
+    assert {c["id"] for c in raised.value.candidates} == {a["id"], b["id"]}
+    assert all(k["revoked_at"] is None for k in store.list_keys(ws))
+
+    (revoked,) = store.revoke_key(ws, b["id"])
+    assert revoked["id"] == b["id"]
+    # one active key left by that name: it is no longer ambiguous
+    (revoked,) = store.revoke_key(ws, "twin")
+    assert revoked["id"] == a["id"]
+    assert store.revoke_key(ws, "twin") == []

@@ -141,14 +141,24 @@ def test_job_with_manual_disabled_is_not_matched_by_manual_selector() -> None:
     assert select(job_def, ["manual:*"]) is None
 
 
-def test_manual_run_of_a_scheduled_job_gets_its_schedule() -> None:
-    assert select(job(), ["manual:jobs.batch.load"]) == "schedule:0 6 * * *"
+def test_manual_run_of_a_scheduled_job_stays_manual() -> None:
+    # the run is a person's or a key's: a paused schedule must not stop it
+    assert select(job(), ["manual:jobs.batch.load"]) == "manual:jobs.batch.load"
 
 
-def test_manual_run_prefers_the_declared_default_trigger() -> None:
+def test_selecting_the_job_by_ref_or_everything_is_manual() -> None:
     job_def = job(triggers=["schedule:0 6 * * *", "every:1h"], default_trigger="every:1h")
-    assert select(job_def, ["manual:*"]) == "every:1h"
-    assert select(job_def, ["jobs.batch.load"]) == "every:1h"
+    assert select(job_def, ["manual:*"]) == "manual:jobs.batch.load"
+    assert select(job_def, ["jobs.batch.load"]) == "manual:jobs.batch.load"
+    assert select(job_def, ["*"]) == "manual:jobs.batch.load"
+
+
+def test_a_selector_of_a_timed_trigger_fires_that_trigger() -> None:
+    job_def = job(triggers=["schedule:0 6 * * *", "every:1h"], default_trigger="every:1h")
+    assert select(job_def, ["schedule"]) == "schedule:0 6 * * *"
+    assert select(job_def, ["every:*"]) == "every:1h"
+    # with manual disabled, naming the job fires its default trigger
+    assert select({**job_def, "expose": {"manual": False}}, ["jobs.batch.load"]) == "every:1h"
 
 
 def test_manual_run_of_an_event_only_job_stays_manual() -> None:
@@ -170,15 +180,17 @@ def test_selector_that_matches_nothing_selects_nothing() -> None:
         max_size=4,
     )
 )
-def test_selected_trigger_is_matched_or_the_default_for_manual(selectors: list[str]) -> None:
+def test_selected_trigger_is_manual_when_the_job_is_asked_for_else_a_match(
+    selectors: list[str],
+) -> None:
     job_def = job(expose={"tags": ["nightly"]})
     hits = matched(job_def, selectors)
     assert set(hits) <= set(matched(job_def, ["jobs.batch.load"]))
     picked = select(job_def, selectors)
     if not hits:
         assert picked is None
-    elif hits[0].startswith("manual:"):
-        assert picked == "schedule:0 6 * * *"
+    elif "manual:jobs.batch.load" in hits:
+        assert picked == "manual:jobs.batch.load"
     else:
         assert picked == hits[0]
 

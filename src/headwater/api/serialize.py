@@ -108,6 +108,8 @@ def job(j: dict[str, Any], base_url: str, default_profile: str = DEFAULT_PROFILE
         "public_secret": secret,
         "is_paused": j["is_paused"],
         "is_archived": j["is_archived"],
+        # Headwater's own: interactive and stream jobs are listed, but not run here yet
+        "is_served": j["job_type"] == "batch",
     }
 
 

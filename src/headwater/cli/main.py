@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from headwater.client import Client, ClientError, find_server
+from headwater.client import Client, ClientError, FoundServer, locate_server, remember_server
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 job_app = typer.Typer(help="Jobs of the workspace.", no_args_is_help=True)
@@ -33,7 +35,13 @@ if not out.is_terminal:
     out.width = 240
 
 WorkspaceOpt = Annotated[
-    Path, typer.Option("--workspace", "-w", help="The workspace folder (default: current folder).")
+    Path,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="The workspace folder (default: the current folder; outside any workspace, the"
+        " running server of one below it, else the one `headwater up` started last).",
+    ),
 ]
 STATUS_STYLE = {
     "completed": "green",
@@ -48,15 +56,23 @@ STATUS_STYLE = {
 
 
 def _client(workspace: Path) -> Client:
+    found = _server(workspace)
+    return Client(found.url, found.workspace_id, found.api_key)
+
+
+def _server(workspace: Path) -> FoundServer:
+    """The server for `-w`; without `-w` (the current folder), one found nearby, said so."""
     try:
-        url, ws_id, key = find_server(workspace)
+        found = locate_server(workspace, search=workspace == Path("."))
     except ClientError as ex:
         _fail(ex.detail)
-    return Client(url, ws_id, key)
+    if found.note:
+        err.print(f"[dim]{escape(found.note)}[/dim]", soft_wrap=True)
+    return found
 
 
 def _fail(message: str, code: int = 1) -> Any:
-    err.print(f"[red]error:[/red] {escape(message)}")
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -74,6 +90,11 @@ def _status(s: str | None) -> str:
     if not s:
         return "-"
     return f"[{STATUS_STYLE.get(s, 'white')}]{s}[/]"
+
+
+def _not_served(job_type: str) -> str:
+    """A marker for jobs Headwater lists but does not run (interactive, stream)."""
+    return "" if job_type == "batch" else f" [yellow](not served: {job_type})[/yellow]"
 
 
 def _when(value: str | None) -> str:
@@ -203,7 +224,15 @@ def up(
     jobs, _ = runtime.store.list_jobs(runtime.ws_id, is_archived=False, limit=1000)
     for job in jobs:
         trig = ", ".join(humanize(t) for t in job["definition"].get("triggers", [])) or "manual"
-        out.print(f"  job  {job['job_ref']}  [dim]{job['job_type']}; {trig}[/dim]")
+        out.print(
+            f"  job  {job['job_ref']}  [dim]{job['job_type']}; {trig}[/dim]"
+            + _not_served(job["job_type"])
+        )
+    try:
+        # commands run outside any workspace use the server started last
+        remember_server(workspace, runtime.url, runtime.ws_id, os.getpid())
+    except OSError as ex:
+        err.print(f"[yellow]could not note this server for the CLI[/yellow]: {escape(str(ex))}")
     sys.stdout.flush()
     _serve(runtime, listener)
 
@@ -350,17 +379,39 @@ def job_ls(
     from headwater.workspace.triggers import humanize
 
     client = _client(workspace)
+    _manifest_error(_call(client.workspace).get("manifest") or {})
     table = Table("job", "type", "triggers", "next run", "last run", box=None)
     for job in _call(client.jobs, include_archived=archived):
         latest = job.get("latest_job_run")
         state = " [yellow](paused)[/yellow]" if job["is_paused"] else ""
         state += " [dim](archived)[/dim]" if job["is_archived"] else ""
+        state += (
+            "" if job.get("is_served", job["job_type"] == "batch") else _not_served(job["job_type"])
+        )
         trig = ", ".join(humanize(t) for t in job["job_definition"].get("triggers", [])) or "manual"
         last = f"#{latest['number']} {_status(latest['status'])}" if latest else "-"
         table.add_row(
             job["job_ref"] + state, job["job_type"], trig, _when(job["next_scheduled_run_at"]), last
         )
     out.print(table)
+
+
+def _manifest_error(manifest: dict[str, Any]) -> None:
+    """Say so when `__deployment__.py` is broken: the jobs listed are the last good version's."""
+    if not manifest.get("error"):
+        return
+    kind = f" ({manifest['error_type']})" if manifest.get("error_type") else ""
+    kept = manifest.get("version")
+    since = _when(manifest.get("error_at"))
+    out.print(
+        f"[bold red]manifest error{escape(kind)}[/bold red] [red]since {since}"
+        + (f"; the server keeps version {kept}, listed below" if kept else "; no jobs loaded")
+        + ":[/red]",
+        soft_wrap=True,
+    )
+    for line in str(manifest["error"]).splitlines():
+        out.print(f"  [red]{escape(line)}[/red]", soft_wrap=True, highlight=False)
+    out.print()
 
 
 @job_app.command("inspect")
@@ -494,7 +545,7 @@ def run_ls(
 
 @run_app.command("show")
 def run_show(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
-    """Show one run."""
+    """Show one run: its fields, the job's previous run and the rows its pipelines loaded."""
     client = _client(workspace)
     run = _call(client.run, run_id)
     keys = (
@@ -505,7 +556,6 @@ def run_show(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
         "trigger",
         "profile",
         "parameters",
-        "previous_job_run_id",
         "created_at",
         "started_at",
         "finished_at",
@@ -520,6 +570,60 @@ def run_show(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
     for key in keys:
         value = run.get(key)
         out.print(f"  {key:<20} {_status(value) if key == 'status' else value}", highlight=False)
+    previous = None
+    if run["number"] > 1:
+        page = _call(client.runs, job_id=run["job"]["id"], number=run["number"] - 1, limit=1)
+        previous = page["items"][0] if page["items"] else None
+    out.print(
+        f"  {'previous run':<20} "
+        + (
+            f"#{previous['number']} {previous['id']} {_status(previous['status'])}"
+            if previous
+            else "-"
+        ),
+        highlight=False,
+    )
+    if run.get("previous_job_run_id"):
+        # a chained run: the upstream run whose outcome fired it
+        upstream = _call(client.run, run["previous_job_run_id"])
+        out.print(
+            f"  {'upstream run':<20} {upstream['job']['job_ref']} #{upstream['number']}"
+            f" {upstream['id']} {_status(upstream['status'])}",
+            highlight=False,
+        )
+    _rows_loaded(client, run.get("pipeline_run_summaries") or [])
+
+
+def _rows_loaded(client: Client, summaries: list[dict[str, Any]]) -> None:
+    """Rows loaded per pipeline and, where the pipeline run says, per table."""
+    if not summaries:
+        out.print(f"  {'rows loaded':<20} - (no pipeline ran)", highlight=False)
+        return
+    total = sum(s.get("total_rows") or 0 for s in summaries)
+    out.print(f"  {'rows loaded':<20} {total} rows in total", highlight=False)
+    for summary in summaries:
+        where = ".".join(
+            str(x) for x in (summary.get("destination_name"), summary.get("dataset_name")) if x
+        )
+        status = summary.get("status")
+        out.print(
+            f"    {summary['pipeline_name']:<18} {summary.get('total_rows') or 0} rows"
+            + (f" into {where}" if where else "")
+            + (f" ({_status(status)})" if status else ""),
+            highlight=False,
+        )
+        if not summary.get("pipeline_run_id"):
+            continue
+        try:
+            tables = client.pipeline_run(summary["pipeline_run_id"]).get("tables") or []
+        except ClientError:
+            continue  # the per-pipeline line is all there is
+        for table in tables:
+            rows = table.get("rows_loaded")
+            out.print(
+                f"      {table['table_name']:<16} {rows if rows is not None else '-'}",
+                highlight=False,
+            )
 
 
 @run_app.command("logs")
@@ -567,11 +671,14 @@ def key_create(
 def key_ls(workspace: WorkspaceOpt = Path(".")) -> None:
     """List API keys (never the keys themselves)."""
     client = _client(workspace)
-    table = Table("name", "prefix", "scope", "created", "expires", "last used", "state", box=None)
+    table = Table(
+        "name", "id", "prefix", "scope", "created", "expires", "last used", "state", box=None
+    )
     for k in _call(client.keys):
         state = "[red]revoked[/red]" if k["revoked_at"] else "active"
         table.add_row(
             k["name"],
+            k["id"],
             k["prefix"] + "...",
             k["scope"],
             _when(k["created_at"]),
@@ -590,18 +697,66 @@ def key_revoke(id_or_name: str, workspace: WorkspaceOpt = Path(".")) -> None:
         out.print(f"revoked {k['name']} ({k['prefix']}...)")
 
 
+CONNECT_KEYS_FILE = "connect-keys.json"
+"""Keys `connect` made, by scope and name, so that it reuses them (mode 0600, as admin.key)."""
+
+
 @app.command()
 def connect(
     workspace: WorkspaceOpt = Path("."),
-    name: Annotated[str, typer.Option(help="Name of the key to create.")] = "dlthub-cli",
+    name: Annotated[str, typer.Option(help="Name of the key to use or create.")] = "dlthub-cli",
     scope: Annotated[str, typer.Option(help="trigger, read or admin.")] = "admin",
 ) -> None:
-    """Print the settings that point the `dlthub` CLI and SDK at this server (creates a key)."""
-    client = _client(workspace)
-    key = _call(client.create_key, name, scope, None)
+    """Print the settings that point the `dlthub` CLI and SDK at this server.
+
+    The key is created once and reused while it is active (kept in
+    WORKSPACE/.headwater/connect-keys.json, readable by its owner only)."""
+    found = _server(workspace)
+    client = Client(found.url, found.workspace_id, found.api_key)
+    key = _connect_key(client, found.workspace, name, scope)
     print(f"export RUNTIME__API_BASE_URL={client.url}")
-    print(f"export RUNTIME__API_KEY={key['key']}")
+    print(f"export RUNTIME__API_KEY={key}")
     print(f"export RUNTIME__WORKSPACE_ID={client.ws}")
+
+
+def _connect_key(client: Client, workspace: Path | None, name: str, scope: str) -> str:
+    """The active key `connect` made before for this name and scope, else a new one."""
+    home = workspace / ".headwater" if workspace is not None else None
+    path = home / CONNECT_KEYS_FILE if home is not None and home.is_dir() else None
+    stored: dict[str, Any] = {}
+    if path is not None and path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            stored = {}
+    slot = f"{client.ws}/{scope}/{name}"
+    mine = stored.get(slot)
+    if mine:
+        now = datetime.now(UTC)
+        for k in _call(client.keys):
+            if (
+                k["id"] == mine.get("id")
+                and k["revoked_at"] is None
+                and (k["expires_at"] is None or _aware(k["expires_at"]) > now)
+            ):
+                err.print(f"[dim]using the {scope} key {name!r} ({k['prefix']}...)[/dim]")
+                return str(mine["key"])
+    if path is None:
+        # nowhere to keep it: a name of its own, so `key revoke` can tell it from others
+        name = f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    created = _call(client.create_key, name, scope, None)
+    err.print(f"[dim]created the {scope} key {name!r} ({created['prefix']}...)[/dim]")
+    if path is not None:
+        stored[slot] = {"id": created["id"], "key": created["key"]}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(stored, f, indent=1)
+        os.chmod(path, 0o600)
+    return str(created["key"])
+
+
+def _aware(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @app.command("snowflake-sql")

@@ -174,6 +174,14 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+class AmbiguousKeyError(LookupError):
+    """A key name or prefix that several active keys share."""
+
+    def __init__(self, id_or_name: str, candidates: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(candidates)} active API keys match {id_or_name!r}")
+        self.candidates = candidates
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A job of a manifest, with what dlt derived from it, ready to store."""
@@ -1289,17 +1297,27 @@ class Store:
         return [dict(r._mapping) for r in rows]
 
     def revoke_key(self, ws_id: str, id_or_name: str) -> list[dict[str, Any]]:
-        """Revoke a key by id, prefix or name; its data-plane tokens die with it."""
+        """Revoke an active key by id, prefix or name; its data-plane tokens die with it.
+
+        An id names one key; a name or prefix that several active keys share revokes
+        nothing and raises `AmbiguousKeyError` with them.
+        """
         now = utcnow()
         with write(self.engine) as conn:
             rows = conn.execute(
-                select(K).where(
+                select(K)
+                .where(
                     K.c.workspace_id == ws_id,
                     K.c.kind == "key",
                     K.c.revoked_at.is_(None),
                     or_(K.c.id == id_or_name, K.c.name == id_or_name, K.c.prefix == id_or_name),
                 )
+                .order_by(K.c.created_at)
             ).all()
+            by_id = [r for r in rows if r.id == id_or_name]
+            rows = by_id or rows
+            if len(rows) > 1:
+                raise AmbiguousKeyError(id_or_name, [dict(r._mapping) for r in rows])
             ids = [r.id for r in rows]
             if ids:
                 conn.execute(

@@ -47,13 +47,18 @@ def _interval(
 ) -> tuple[datetime | None, datetime | None]:
     """dlt's interval for timed triggers and jobs that declare one; none otherwise.
 
-    A point-in-time interval for a manual or chained run would make interval
+    A manual run gets its default trigger's interval (a manual run of a daily job loads
+    the last elapsed day, as that day's tick would). A point-in-time interval for a
+    manual run without a timed trigger, or a chained run, would make interval
     incrementals load nothing, so those runs get no interval at all.
     """
-    if triggers.kind(trigger) not in INTERVAL_TRIGGER_KINDS and not job_def.get("interval"):
+    basis = trigger
+    if triggers.kind(trigger) == "manual":
+        basis = triggers.default_trigger(job_def) or trigger
+    if triggers.kind(basis) not in INTERVAL_TRIGGER_KINDS and not job_def.get("interval"):
         return None, None
     try:
-        start, end, _tz = resolve_interval(None, None, job_def, trigger, now, refresh)  # type: ignore[arg-type]
+        start, end, _tz = resolve_interval(None, None, job_def, basis, now, refresh)  # type: ignore[arg-type]
     except Exception:
         return None, None
     return start, end

@@ -96,15 +96,22 @@ def matched(job_def: dict[str, Any], selectors: Sequence[str]) -> list[str]:
 def select(job_def: dict[str, Any], selectors: Sequence[str]) -> str | None:
     """The trigger a selector list fires for this job, or None when it does not match.
 
-    A `manual:` hit is answered with the job's default trigger, as dlt's
-    `select_candidates` does, so a manual run of a scheduled job gets its interval.
+    A selector that names the job (its ref, `manual:`, `*`) fires its `manual:<ref>`
+    trigger: a person or a key asked for the run, so a paused schedule does not stop it
+    and the run says it was manual. `launch.run_request` still gives such a run its
+    default trigger's interval, as dlt's `select_candidates` does. Other selectors
+    (`schedule:*`, `tag:…`) fire the trigger they matched.
     """
-    picked = pick_trigger(matched(job_def, selectors), job_def.get("default_trigger"))  # type: ignore[arg-type]
-    if picked is None:
-        return None
-    if str(picked).startswith("manual:"):
-        return default_trigger(job_def) or str(picked)
-    return str(picked)
+    hits = matched(job_def, selectors)
+    if manual_trigger(job_def) in hits:
+        return manual_trigger(job_def)
+    picked = pick_trigger(hits, job_def.get("default_trigger"))  # type: ignore[arg-type]
+    return None if picked is None else str(picked)
+
+
+def manual_trigger(job_def: dict[str, Any]) -> str:
+    """`manual:<job_ref>`: the trigger a person's or a key's run is recorded under."""
+    return f"manual:{job_def['job_ref']}"
 
 
 def kind(trigger: str) -> str:

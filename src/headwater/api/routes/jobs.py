@@ -187,9 +187,10 @@ async def trigger_many(
         if job is None or job["workspace_id"] != ctx.ws_id:
             failed.append({"ref": job_id, "detail": f"no job with id {job_id!r}"})
             continue
-        # by id, a job fires its default trigger, as the managed runtime does
-        manual = f"manual:{job['job_ref']}"
-        picked.append((job, [manual], job["default_trigger"] or manual))
+        # by id, a person or a key asks for a run: it is manual (a pause does not stop
+        # it), and it still gets its default trigger's interval (`launch.run_request`)
+        manual = triggers.manual_trigger(job["definition"])
+        picked.append((job, [manual], manual))
     if selectors:
         jobs, _ = await run_in_threadpool(
             store.list_jobs, ctx.ws_id, is_archived=False, limit=100_000

@@ -13,6 +13,7 @@ from headwater.api.context import ApiContext
 from headwater.api.json_route import JSONRoute
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope
+from headwater.store.store import AmbiguousKeyError
 
 
 class CreateKeyRequest(BaseModel):
@@ -59,7 +60,21 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     @r.post("/api/v1/workspaces/{ws}/api-keys/{id_or_name}/-revoke")
     def revoke_key(ws: str, id_or_name: str, _p: Principal = admin) -> Any:
         ctx.check_ws(ws)
-        revoked = ctx.store.revoke_key(ws, id_or_name)
+        try:
+            revoked = ctx.store.revoke_key(ws, id_or_name)
+        except AmbiguousKeyError as ex:
+            candidates = [key_view(k) for k in ex.candidates]
+            raise ApiError(
+                409,
+                f"{len(candidates)} active API keys are named {id_or_name!r}; nothing was"
+                " revoked: revoke one by its id ("
+                + ", ".join(
+                    f"{k['id']} created {k['created_at']:%Y-%m-%d %H:%M}" for k in candidates
+                )
+                + ")",
+                "api_key_ambiguous",
+                {"candidates": candidates},
+            ) from ex
         if not revoked:
             raise ApiError(404, f"no active API key {id_or_name!r}", "api_key_not_found")
         auth.clear()

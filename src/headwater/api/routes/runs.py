@@ -91,6 +91,8 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             trigger = triggers.check_trigger(body.trigger)
         except triggers.TriggerError as ex:
             raise ApiError(400, str(ex), "invalid_trigger") from ex
+        if trigger == "manual:":  # the SDK's default: record whose manual run it is
+            trigger = triggers.manual_trigger(job["definition"])
         if job["job_type"] != "batch":
             raise ApiError(409, f"{job['job_type']} jobs are not served by Headwater", "not_served")
         result = await fire_async(
