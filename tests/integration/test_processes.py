@@ -183,3 +183,40 @@ def test_a_large_parameter_set_reaches_the_job(server: Server) -> None:
     assert not [
         p for p in psutil.process_iter(["cmdline"]) if "x" * 94 in " ".join(p.info["cmdline"] or [])
     ]
+
+
+def _zombies(pid: int) -> list[psutil.Process]:
+    procs = psutil.Process(pid).children(recursive=True)
+    return [p for p in procs if p.status() == psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize(
+    "layout", [(), ("--separate-worker",)], ids=["single-process", "separate-worker"]
+)
+def test_reloads_reap_old_launchers_and_log_readable_lines(
+    tmp_path: Path, layout: tuple[str, ...]
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    body = "import dlt.hub.run as run\n\n\n@run.job\ndef first():\n    print('first')\n"
+    (ws / "__deployment__.py").write_text(body)
+    srv = Server(ws, *layout).start()
+    try:
+        assert srv.proc is not None
+        for n in range(1, 4):
+            warm = srv.log().count("warm launcher ready")
+            body += f"\n\n@run.job\ndef extra{n}():\n    print('extra{n}')\n"
+            (ws / "__deployment__.py").write_text(body)
+            srv.wait_for(
+                lambda warm=warm: srv.log().count("warm launcher ready") > warm, 30, "new launcher"
+            )
+            srv.wait_for(lambda n=n: f"extra{n}" in srv.jobs(), 30, "reload")
+        # every replaced launcher has ended and was reaped: no <defunct> child is left
+        srv.wait_for(lambda: not _zombies(srv.proc.pid), 15, "old launchers reaped")
+        log = srv.log()
+        assert "workspace changed: {" not in log
+        assert "manifest v4 loaded: 5 jobs (1 added)" in log, log[-2000:]
+    finally:
+        srv.stop()
+    log = srv.log()
+    assert "stopping" in log and "stopped" in log.split("stopping")[-1], log[-1000:]

@@ -175,6 +175,9 @@ class ForkServer:
                     pending, self._pending = self._pending, {}
                 for fut in pending.values():
                     fut.set_exception(RuntimeError("warm launcher exited"))
+                if self._proc is not None:
+                    # it has ended (retired, or failed): reap it, or it stays <defunct>
+                    self._proc.wait()
                 return
             msg = json.loads(data)
             op = msg["op"]
