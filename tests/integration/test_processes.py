@@ -87,7 +87,7 @@ def server(
 ) -> Iterator[Server]:
     extra, cgroups = MODES[request.param]
     if cgroups != "off" and CGROUPS is None:
-        pytest.skip("cgroup v2 is not mounted here, or not writable")
+        pytest.skip("no writable cgroup v2 here (or HEADWATER_RUN_CGROUPS=off)")
     ws = tmp_path_factory.mktemp("procs") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(JOBS)
