@@ -282,6 +282,8 @@ def serve(sock: socket.socket, workspace: str) -> None:
     if workspace not in sys.path:
         sys.path.insert(0, workspace)
     workspace_ok = _warm(workspace)
+    # what importing the workspace started is not a run's: no sweep kills it
+    own = frozenset(strays._own_children() or ())
     threads = threading.active_count()
     _send(
         sock, {"op": "ready", "pid": os.getpid(), "threads": threads, "workspace_ok": workspace_ok}
@@ -320,7 +322,7 @@ def serve(sock: socket.socket, workspace: str) -> None:
                     os.read(wake_r, 4096)
                 except BlockingIOError:
                     pass
-        _reap(sock, children)
+        _reap(sock, children, own)
         if retiring and not children:
             os._exit(0)
 
@@ -348,7 +350,7 @@ def _spawn(
     _send(sock, {"op": "spawned", "run_id": req["run_id"], "pid": pid})
 
 
-def _reap(sock: socket.socket, children: dict[int, str]) -> None:
+def _reap(sock: socket.socket, children: dict[int, str], own: frozenset[int] = frozenset()) -> None:
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -360,7 +362,7 @@ def _reap(sock: socket.socket, children: dict[int, str]) -> None:
             continue  # a leftover of a run, killed by `kill_strays`
         run_id = children.pop(pid)
         # what the run left behind was handed to us: it ends before the run is reported over
-        strays.kill_strays(keep=children)
+        strays.kill_strays(keep=own.union(children))
         _send(
             sock,
             {"op": "exit", "pid": pid, "run_id": run_id, "code": os.waitstatus_to_exitcode(status)},
