@@ -231,6 +231,7 @@ class RunCgroups:
                 return True
             except OSError:
                 if time.monotonic() >= deadline:
+                    log.warning("cgroup %s still holds processes after SIGKILL; left in place", cg)
                     return False
             _kill_listed(cg)
             time.sleep(0.002)
