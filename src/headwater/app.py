@@ -458,7 +458,7 @@ class Runtime:
                     loaded.hash,
                     now,
                 )
-                log.info("manifest version %s loaded", version)
+            log.info(describe_reload(version, self.manifest.version, outcomes))
             self._share_state()
             return {
                 "ok": True,
@@ -655,9 +655,8 @@ class Runtime:
                 rust_timeout=1000,
             ):
                 # job code may have changed even when the manifest did not: a good
-                # reload always warms a new launcher
-                result = self.reload_manifest()
-                log.info("workspace changed: %s", result)
+                # reload always warms a new launcher; it logs what it loaded, or the error
+                self.reload_manifest()
         except Exception:
             log.exception("file watch stopped")
 
@@ -675,6 +674,17 @@ def is_watched(workspace: Path, path: str) -> bool:
     if parts[:2] == [".dlt", "data"]:
         return False
     return path.endswith(WATCHED_SUFFIXES)
+
+
+def describe_reload(version: int | None, current: int | None, outcomes: list[DeployedJob]) -> str:
+    """One line for the server log: `manifest v3 loaded: 4 jobs (1 added, 1 changed)`."""
+    words = {"created": "added", "updated": "changed", "archived": "removed"}
+    counts = {word: sum(1 for o in outcomes if o.outcome == kind) for kind, word in words.items()}
+    jobs = len(outcomes) - counts["removed"]
+    changes = ", ".join(f"{n} {word}" for word, n in counts.items() if n)
+    if version is None:
+        return f"manifest v{current} unchanged: {jobs} jobs"
+    return f"manifest v{version} loaded: {jobs} jobs" + (f" ({changes})" if changes else "")
 
 
 def _stop_children(pids: list[int], grace_s: float) -> None:

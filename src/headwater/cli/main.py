@@ -30,6 +30,7 @@ app.add_typer(key_app, name="key")
 
 out = Console()
 err = Console(stderr=True)
+log = logging.getLogger("headwater")
 if not out.is_terminal:
     # piped or captured output: keep rows whole instead of wrapping at 80 columns
     out.width = 240
@@ -283,7 +284,12 @@ def _serve(runtime: Any, listener: socket.socket) -> None:
     try:
         server.run(sockets=[listener])
     finally:
+        main = not runtime.is_api_copy
+        if main:
+            log.info("stopping")
         runtime.stop()
+        if main:
+            log.info("stopped")
 
 
 @app.command()

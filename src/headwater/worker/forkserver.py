@@ -7,7 +7,13 @@ about 5 ms to the job's first line instead of 0.6 s for a new interpreter.
 
 It stays single-threaded (a fork of a threaded process is unsafe) and talks
 to the worker over a `SOCK_SEQPACKET` socket: requests carry the run's stdout
-and stderr pipe ends as file descriptors; answers are `spawned` and `exit`.
+and stderr pipe ends and a memory file holding the run's request (launcher
+arguments, environment: any size) as file descriptors; answers are `spawned`
+and `exit`.
+
+It is a child subreaper, as is each run it forks: when a run's main process
+ends, whatever the job left running (even outside its process group) is handed
+to this process, which kills and reaps it before it reports the exit.
 """
 
 from __future__ import annotations
@@ -23,11 +29,21 @@ import threading
 import traceback
 from typing import Any
 
+from headwater.worker import strays
+
 MAX_MESSAGE = 4 * 1024 * 1024
 NOOP_JOB = "headwater.worker.noop"
 
 
 JOB_LAUNCHER = "dlt._workspace.deployment.launchers.job"
+
+
+def read_request(fd: int) -> dict[str, Any]:
+    """A run's request, as JSON in the file at `fd` (a memfd from the worker); closes `fd`."""
+    with open(fd, "rb", closefd=True) as f:
+        f.seek(0)
+        req: dict[str, Any] = json.loads(f.read())
+    return req
 
 
 def _run_job_launcher(argv: list[str]) -> None:
@@ -207,17 +223,21 @@ def _stop_beacon() -> None:
     platform.disable_platform_tracker()
 
 
-def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
+def _child(fds: list[int], keep_closed: list[int]) -> None:
     """In the forked child: become the run's process group and run the launcher."""
     code = 1
     try:
         os.setsid()
         for fd in keep_closed:
             os.close(fd)
+        out_fd, err_fd, req_fd = fds
+        req = read_request(req_fd)
+        strays.join_cgroup(req.get("cgroup"))
+        # what the job's processes leave behind stays in this process's tree
+        strays.become_subreaper()
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        out_fd, err_fd = fds
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         os.close(out_fd)
@@ -255,11 +275,15 @@ def _child(req: dict[str, Any], fds: list[int], keep_closed: list[int]) -> None:
 
 
 def serve(sock: socket.socket, workspace: str) -> None:
+    # the runs' leftovers are handed to this process when their main process ends
+    strays.become_subreaper()
     _warm_env.update(os.environ)
     os.chdir(workspace)
     if workspace not in sys.path:
         sys.path.insert(0, workspace)
     workspace_ok = _warm(workspace)
+    # what importing the workspace started is not a run's: no sweep kills it
+    own = frozenset(strays._own_children() or ())
     threads = threading.active_count()
     _send(
         sock, {"op": "ready", "pid": os.getpid(), "threads": threads, "workspace_ok": workspace_ok}
@@ -282,7 +306,7 @@ def serve(sock: socket.socket, workspace: str) -> None:
         for key, _ in sel.select(timeout=1.0):
             if key.data == "sock":
                 try:
-                    msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 2)
+                    msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 3)
                 except OSError:
                     msg, fds = b"", []
                 if not msg:
@@ -298,7 +322,7 @@ def serve(sock: socket.socket, workspace: str) -> None:
                     os.read(wake_r, 4096)
                 except BlockingIOError:
                     pass
-        _reap(sock, children)
+        _reap(sock, children, own)
         if retiring and not children:
             os._exit(0)
 
@@ -310,7 +334,7 @@ def _spawn(
     children: dict[int, str],
     keep_closed: list[int],
 ) -> None:
-    if len(fds) != 2 or threading.active_count() != 1:
+    if len(fds) != 3 or threading.active_count() != 1:
         for fd in fds:
             os.close(fd)
         _send(sock, {"op": "refused", "run_id": req["run_id"], "reason": "unsafe to fork"})
@@ -319,14 +343,14 @@ def _spawn(
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _child(req, fds, keep_closed)
+        _child(fds, keep_closed)
     for fd in fds:
         os.close(fd)
     children[pid] = req["run_id"]
     _send(sock, {"op": "spawned", "run_id": req["run_id"], "pid": pid})
 
 
-def _reap(sock: socket.socket, children: dict[int, str]) -> None:
+def _reap(sock: socket.socket, children: dict[int, str], own: frozenset[int] = frozenset()) -> None:
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -334,7 +358,11 @@ def _reap(sock: socket.socket, children: dict[int, str]) -> None:
             return
         if pid == 0:
             return
-        run_id = children.pop(pid, None)
+        if pid not in children:
+            continue  # a leftover of a run, killed by `kill_strays`
+        run_id = children.pop(pid)
+        # what the run left behind was handed to us: it ends before the run is reported over
+        strays.kill_strays(keep=own.union(children))
         _send(
             sock,
             {"op": "exit", "pid": pid, "run_id": run_id, "code": os.waitstatus_to_exitcode(status)},

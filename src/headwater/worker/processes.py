@@ -2,6 +2,9 @@
 
 Both put the run in its own process group (so timeouts and cancels reach the
 job's children too) and hand its stdout and stderr to the worker as pipes.
+The request itself (the launcher's arguments, with every run parameter, and the
+environment) goes in a memory file passed as a descriptor: never on a command
+line, nor in a socket message, which both have size limits.
 Exits are reported through `on_exit(pid, exit_code)`.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -39,6 +43,26 @@ def is_same_process(pid: int | None, started: int | None) -> bool:
     return pid is not None and started is not None and process_start_ticks(pid) == started
 
 
+def request_fd(request: dict[str, Any]) -> int:
+    """A descriptor of an anonymous file holding `request` as JSON, read from the start."""
+    data = json.dumps(request).encode()
+    try:
+        fd = os.memfd_create("headwater-run", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        import tempfile
+
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class FreshLauncher:
     """A new interpreter per run: always safe, about 0.6 s slower to the first line."""
 
@@ -56,16 +80,22 @@ class FreshLauncher:
         cwd: str,
         out_w: int,
         err_w: int,
+        cgroup: str | None = None,
     ) -> int:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", launcher, *argv],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            start_new_session=True,
-        )
+        fd = request_fd({"launcher": launcher, "argv": argv, "cgroup": cgroup})
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "headwater.worker.runner", str(fd)],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                start_new_session=True,
+                pass_fds=(fd,),
+            )
+        finally:
+            os.close(fd)
         threading.Thread(
             target=lambda: self._on_exit(proc.pid, proc.wait()),
             name=f"wait-{run_id[:8]}",
@@ -145,6 +175,9 @@ class ForkServer:
                     pending, self._pending = self._pending, {}
                 for fut in pending.values():
                     fut.set_exception(RuntimeError("warm launcher exited"))
+                if self._proc is not None:
+                    # it has ended (retired, or failed): reap it, or it stays <defunct>
+                    self._proc.wait()
                 return
             msg = json.loads(data)
             op = msg["op"]
@@ -172,21 +205,28 @@ class ForkServer:
         cwd: str,
         out_w: int,
         err_w: int,
+        cgroup: str | None = None,
     ) -> int:
         assert self._sock is not None
         fut: Future[dict[str, Any]] = Future()
         with self._lock:
             self._pending[run_id] = fut
-        req = {
-            "op": "spawn",
-            "run_id": run_id,
-            "launcher": launcher,
-            "argv": argv,
-            "env": env,
-            "cwd": cwd,
-        }
-        with self._send_lock:
-            socket.send_fds(self._sock, [json.dumps(req).encode()], [out_w, err_w])
+        fd = request_fd(
+            {"launcher": launcher, "argv": argv, "env": env, "cwd": cwd, "cgroup": cgroup}
+        )
+        try:
+            with self._send_lock:
+                socket.send_fds(
+                    self._sock,
+                    [json.dumps({"op": "spawn", "run_id": run_id}).encode()],
+                    [out_w, err_w, fd],
+                )
+        except BaseException:
+            with self._lock:
+                self._pending.pop(run_id, None)
+            raise
+        finally:
+            os.close(fd)
         answer = fut.result(timeout=10)
         if answer["op"] != "spawned":
             raise RuntimeError(answer.get("reason", "warm launcher refused the run"))

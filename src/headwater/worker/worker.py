@@ -8,6 +8,7 @@ when their process has exited.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -24,6 +25,7 @@ from typing import Any
 from headwater.core.states import RunStatus, outcome_of_exit
 from headwater.store import notify
 from headwater.store.store import LogLine, Store
+from headwater.worker import strays
 from headwater.worker.processes import (
     ForkServer,
     FreshLauncher,
@@ -66,6 +68,10 @@ class RunHandle:
     killed: bool = False
     timed_out: bool = False
     cancelled: bool = False
+    cgroup: str | None = None
+    """The run's own cgroup (v2), when the worker can make them."""
+    mode: str = "fork"
+    """fork: `pid` is the job's process; fresh: its parent (`headwater.worker.runner`)."""
 
     @property
     def timeout_at(self) -> float | None:
@@ -122,10 +128,16 @@ class Worker:
         # the launcher being replaced keeps serving until its successor is warm
         self._previous: ForkServer | None = None
         self._threads: list[threading.Thread] = []
+        self._cgroups: strays.RunCgroups | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._cgroups = strays.RunCgroups.detect(self.workspace)
+        if self._cgroups is not None:
+            # what a crashed server's runs left in their cgroups ends now
+            self._cgroups.sweep()
+            log.info("runs get a cgroup each under %s", self._cgroups.base)
         if self._warm:
             self.refresh_launcher()
         for target, name in ((self._claim_loop, "claimer"), (self._supervise_loop, "supervisor")):
@@ -142,6 +154,8 @@ class Worker:
         for fs in (self._forkserver, self._previous):
             if fs is not None:
                 fs.retire()
+        if self._cgroups is not None and not self.active_count:
+            self._cgroups.close()
 
     def refresh_launcher(self, keep_previous: bool = True) -> None:
         """Start a new warm launcher (the workspace changed); the old one finishes its runs.
@@ -330,27 +344,37 @@ class Worker:
             f" starting {how}",
             source="setup",
         )
+        cgroup = self._cgroups.create(run["id"]) if self._cgroups is not None else None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        args = (launcher, argv, env, str(code_dir), out_w, err_w, cgroup)
         try:
             try:
-                pid = starter.spawn(run["id"], launcher, argv, env, str(code_dir), out_w, err_w)
+                pid = starter.spawn(run["id"], *args)
             except Exception:
                 if starter is self._fresh:
                     raise
                 log.warning("warm launcher failed; starting run %s in a new interpreter", run["id"])
                 starter = self._fresh
-                pid = starter.spawn(run["id"], launcher, argv, env, str(code_dir), out_w, err_w)
+                pid = starter.spawn(run["id"], *args)
         except Exception:
             os.close(out_r)
             os.close(err_r)
+            if cgroup is not None and self._cgroups is not None:
+                self._cgroups.kill(cgroup)
             raise
         finally:
             os.close(out_w)
             os.close(err_w)
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
-        handle = RunHandle(run=run, pid=pid, streams={out_r: "stdout", err_r: "stderr"})
+        handle = RunHandle(
+            run=run,
+            pid=pid,
+            streams={out_r: "stdout", err_r: "stderr"},
+            cgroup=cgroup,
+            mode=starter.mode,
+        )
         return handle, starter.mode
 
     def _on_exit(self, pid: int, code: int) -> None:
@@ -508,7 +532,15 @@ class Worker:
                 self._runner_line(
                     h.run["id"], "grace period over: sent SIGKILL to the process group"
                 )
-                _signal_group(h.pid, signal.SIGKILL)
+                self._kill(h)
+
+    def _kill(self, h: RunHandle) -> None:
+        """SIGKILL everything of the run: its cgroup, its descendants, its process group."""
+        if h.cgroup is not None and self._cgroups is not None:
+            with contextlib.suppress(OSError):
+                Path(h.cgroup, "cgroup.kill").write_text("1")
+        # a run in a new interpreter: its parent process reaps and ends as the job did
+        strays.kill_tree(h.pid, group=h.mode == "fork")
 
     def _finish_exited(self) -> None:
         now = time.monotonic()
@@ -530,6 +562,9 @@ class Worker:
                 _signal_group(h.pid, signal.SIGKILL)
                 for fd in list(h.streams):
                     self._close_stream(fd, h)
+            if h.cgroup is not None and self._cgroups is not None:
+                # the run is over: so is every process it started, wherever it went
+                self._cgroups.kill(h.cgroup)
         # the runs that ended in this turn end together: one flush, one transaction
         moves = [self._outcome(h) for h in done]
         self._flush()
