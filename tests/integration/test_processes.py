@@ -59,9 +59,9 @@ def stubborn_strays(marker: str = dlt.config.value):
 
 
 @run.job
-def many_params(p0: str = dlt.config.value, p4999: str = dlt.config.value):
+def many_params(p0: str = dlt.config.value, p999: str = dlt.config.value):
     seen = sum(1 for k in os.environ if "MANY_PARAMS__P" in k)
-    print(f"params seen={seen} p0={len(p0)} p4999={p4999[:6]}", flush=True)
+    print(f"params seen={seen} p0={len(p0)} p999={p999[:6]}", flush=True)
 
 
 __all__ = ["leaves_strays", "stubborn_strays", "many_params"]
@@ -173,15 +173,17 @@ def test_a_run_killed_after_its_grace_period_leaves_no_process_behind(server: Se
 
 
 def test_a_large_parameter_set_reaches_the_job(server: Server) -> None:
-    """5,000 parameters of 100 bytes: more than one argument (or a socket message) may hold."""
-    params = {f"p{i}": f"{i:06d}" + "x" * 94 for i in range(5000)}
+    """1,000 parameters of 400 bytes (the API's bounds): more than one argument (128 KiB) or a
+    socket message may hold."""
+    params = {f"p{i}": f"{i:06d}" + "x" * 394 for i in range(1000)}
     run = server.start_run("many_params", parameters=params)
     done = server.wait_run(run["id"], timeout=60)
     assert done["status"] == "completed", server.logs(run["id"])[-20:]
-    assert "params seen=5000 p0=100 p4999=004999" in server.user_output(run["id"])
+    assert "params seen=1000 p0=400 p999=000999" in server.user_output(run["id"])
     # and nothing of them on any process's command line
+    value = "x" * 394
     assert not [
-        p for p in psutil.process_iter(["cmdline"]) if "x" * 94 in " ".join(p.info["cmdline"] or [])
+        p for p in psutil.process_iter(["cmdline"]) if value in " ".join(p.info["cmdline"] or [])
     ]
 
 
