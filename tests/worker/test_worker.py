@@ -222,3 +222,30 @@ def test_a_failed_runs_reason_names_the_exception_it_died_of(
     assert moves == [
         (run["id"], RunStatus.FAILED, {"exit_code": 1, "reason": "ValueError: boom (exit code 1)"})
     ]
+
+
+def test_an_ended_run_whose_lines_cannot_be_written_ends_in_time_saying_so(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = {**a_run(worker), "number": 4}
+    failing_for(worker, monkeypatch, 10**6)
+    for i in range(10):
+        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+    moves: list[Any] = []
+    monkeypatch.setattr(worker.store, "transition_many", moves.extend)
+    h = RunHandle(run=run, pid=4346, streams={}, exit_code=0, exited_at=time.monotonic())
+    worker._handles[run["id"]] = h
+    worker._finish_exited()
+    assert moves == [] and run["id"] in worker._handles  # waits for the store a while
+
+    worker.log_give_up_s = 0.0
+    worker._finish_exited()
+    # the 10 lines and the run's own last line
+    assert moves == [
+        (
+            run["id"],
+            RunStatus.COMPLETED,
+            {"exit_code": 0, "reason": "11 log lines lost (the store could not write them)"},
+        )
+    ]
+    assert worker._logs == {} and worker._buffered == [0, 0]
