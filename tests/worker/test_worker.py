@@ -1,16 +1,19 @@
-"""The worker's start-up window: what counts as a run still starting."""
+"""The worker's start-up window (what counts as a run still starting) and its log pump."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from headwater.core.states import RunStatus
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.store import Store
-from headwater.worker.worker import STARTUP_WINDOW_S, RunHandle, Worker
+from headwater.worker.worker import STARTUP_WINDOW_S, RunHandle, RunLog, Worker
 
 
 @pytest.fixture
@@ -76,3 +79,173 @@ def test_started_processes_are_supervised_even_when_the_store_fails(
     assert worker._handles["4242"] is spawned
     assert worker._by_pid[4242] is spawned
     worker._close_stream(out_r, spawned)
+
+
+# -- the log pump ---------------------------------------------------------------------------
+
+
+def a_run(worker: Worker) -> dict[str, Any]:
+    """A run in the worker's store, claimed: its log starts at line 0."""
+    from tests.store.test_store import add_jobs, job_spec, run_request
+
+    ws = worker.store.ensure_workspace("/srv/ws", "ws")["id"]
+    job = add_jobs(worker.store, ws, job_spec("jobs.m.a", concurrency=None))["jobs.m.a"]
+    run = worker.store.create_run(run_request(job, concurrency=None)).run
+    assert run is not None
+    worker._logs[run["id"]] = RunLog()
+    return run
+
+
+def failing_for(worker: Worker, monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """Make the store's log writes fail `times` times (as a full disk or a read-only file
+    would), then work again; answers the count of attempts so far."""
+    real = worker.store.append_logs
+    attempts = [0]
+
+    def append(batches: Any) -> None:
+        attempts[0] += 1
+        if attempts[0] <= times:
+            raise OperationalError("INSERT", {}, Exception("attempt to write a readonly database"))
+        real(batches)
+
+    monkeypatch.setattr(worker.store, "append_logs", append)
+    return attempts
+
+
+def flush_until_written(worker: Worker, turns: int = 20) -> None:
+    for _ in range(turns):
+        worker._retry_at = 0.0  # no back-off wait in a test
+        if worker._flush():
+            return
+    raise AssertionError("the buffered lines were never written")
+
+
+def stored(worker: Worker, run_id: str) -> list[dict[str, Any]]:
+    return worker.store.read_logs(run_id)
+
+
+def test_log_lines_wait_while_the_store_cannot_write_and_none_are_lost(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = a_run(worker)
+    attempts = failing_for(worker, monkeypatch, 3)
+    for i in range(150):
+        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+    assert worker._flush() is False  # the store failed: the lines stay buffered
+    for i in range(150, 300):
+        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+    flush_until_written(worker)
+
+    assert attempts[0] == 4
+    lines = stored(worker, run["id"])
+    assert [x["content"] for x in lines] == [f"line {i}" for i in range(300)]
+    assert [x["line_num"] for x in lines] == list(range(300))
+    assert worker._buffered == [0, 0]
+
+
+def test_lines_beyond_the_buffer_are_counted_in_a_stored_line_and_the_runs_reason(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = {**a_run(worker), "number": 1}
+    worker.max_buffered_lines = 60
+    failing_for(worker, monkeypatch, 2)
+    for i in range(300):
+        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+    assert worker._flush() is False
+    worker._retry_at = 0.0
+    assert worker._flush() is False
+    flush_until_written(worker)
+    worker._queue(run["id"], "after the outage", "user", "run", "stdout")
+
+    moves: list[Any] = []
+    monkeypatch.setattr(worker.store, "transition_many", moves.extend)
+    h = RunHandle(run=run, pid=4343, streams={}, exit_code=0, exited_at=time.monotonic())
+    worker._handles[run["id"]] = h
+    worker._finish_exited()
+
+    contents = [x["content"] for x in stored(worker, run["id"])]
+    assert contents[:60] == [f"line {i}" for i in range(60)]
+    assert contents[60] == (
+        "[headwater] 240 log lines lost: the store could not write them and the buffer was full"
+    )
+    assert contents[61] == "after the outage"
+    assert contents[62].startswith("run #1 completed")
+    ((run_id, status, fields),) = moves
+    assert run_id == run["id"] and status is RunStatus.COMPLETED
+    assert fields["reason"] == "240 log lines lost (the store could not write them)"
+
+
+def test_a_run_past_its_cap_stores_one_marker_and_ends_normally(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = {**a_run(worker), "number": 2}
+    worker.max_log_lines = 5
+    for i in range(20):
+        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+    moves: list[Any] = []
+    monkeypatch.setattr(worker.store, "transition_many", moves.extend)
+    worker._handles[run["id"]] = RunHandle(
+        run=run, pid=4344, streams={}, exit_code=0, exited_at=time.monotonic()
+    )
+    worker._finish_exited()
+
+    contents = [x["content"] for x in stored(worker, run["id"])]
+    assert contents[:5] == [f"line {i}" for i in range(5)]
+    assert contents[5].startswith("[headwater] log truncated: this run printed more than its cap")
+    assert contents[6] == (
+        "run #2 completed (exit code 0); 15 lines over the log cap were not stored"
+    )
+    assert len(contents) == 7
+    assert moves == [(run["id"], RunStatus.COMPLETED, {"exit_code": 0, "reason": None})]
+
+
+def test_a_failed_runs_reason_names_the_exception_it_died_of(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = {**a_run(worker), "number": 3}
+    for text in (
+        "about to fail",
+        "Traceback (most recent call last):",
+        '  File "job.py", line 2, in <module>',
+        '    raise ValueError("boom")',
+        "ValueError: boom",
+    ):
+        worker._queue(run["id"], text, "user", "run", "stderr")
+    worker._queue(run["id"], "printed meanwhile", "user", "run", "stdout")
+    moves: list[Any] = []
+    monkeypatch.setattr(worker.store, "transition_many", moves.extend)
+    worker._handles[run["id"]] = RunHandle(
+        run=run, pid=4345, streams={}, exit_code=1, exited_at=time.monotonic()
+    )
+    worker._finish_exited()
+
+    assert moves == [
+        (run["id"], RunStatus.FAILED, {"exit_code": 1, "reason": "ValueError: boom (exit code 1)"})
+    ]
+
+
+def test_an_ended_run_whose_lines_cannot_be_written_ends_in_time_saying_so(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = {**a_run(worker), "number": 4}
+    failing_for(worker, monkeypatch, 10**6)
+    for i in range(10):
+        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+    moves: list[Any] = []
+    monkeypatch.setattr(worker.store, "transition_many", moves.extend)
+    h = RunHandle(run=run, pid=4346, streams={}, exit_code=0, exited_at=time.monotonic())
+    worker._handles[run["id"]] = h
+    worker._finish_exited()
+    assert moves == [] and run["id"] in worker._handles  # waits for the store a while
+
+    worker.log_give_up_s = 0.0
+    worker._finish_exited()
+    # the 10 lines and the run's own last line
+    assert moves == [
+        (
+            run["id"],
+            RunStatus.COMPLETED,
+            {"exit_code": 0, "reason": "11 log lines lost (the store could not write them)"},
+        )
+    ]
+    assert worker._logs == {} and worker._buffered == [0, 0]

@@ -167,6 +167,23 @@ def up(
             " --separate-worker): for trigger floods on several cores; each takes memory.",
         ),
     ] = 1,
+    max_log_lines: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="HEADWATER_MAX_LOG_LINES",
+            help="Most lines of output one run stores; past it, a truncation line and the"
+            " rest is dropped (the run goes on).",
+        ),
+    ] = 1_000_000,
+    max_log_mb: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="HEADWATER_MAX_LOG_MB",
+            help="Most megabytes of output one run stores (as --max-log-lines).",
+        ),
+    ] = 256,
 ) -> None:
     """Run everything on this machine: API, scheduler, event dispatcher and a worker."""
     from headwater.app import Runtime
@@ -208,6 +225,8 @@ def up(
         separate_worker=separate_worker,
         worker_nice=worker_nice,
         api_processes=api_processes,
+        max_log_lines=max_log_lines,
+        max_log_bytes=max_log_mb * 2**20,
     )
     if runtime.start():
         # a forked API process: no banner, and a socket of its own on the same port, so the
@@ -644,8 +663,12 @@ def run_logs(
     client = _client(workspace)
     if follow:
         raise typer.Exit(_follow(client, run_id))
-    for line in _call(client.logs, run_id):
-        _print_line(line)
+
+    def show() -> None:
+        for line in client.logs(run_id):
+            _print_line(line)
+
+    _call(show)
 
 
 @run_app.command("cancel")

@@ -120,6 +120,8 @@ def make_engine(url: str) -> Engine:
         database = engine.url.database
         on_disk = bool(database) and database != ":memory:" and not database.startswith("file:")
         _WRITE_LOCKS[engine] = WriteLock(Path(f"{database}-writelock") if on_disk else None)
+        if on_disk:
+            private_files(Path(str(database)))
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
@@ -130,6 +132,24 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+
+def private_files(database: Path) -> None:
+    """The database, its WAL and shared-memory files: readable by their owner only (0600).
+
+    SQLite makes `-wal` and `-shm` with the mode of the database file, so the file is made
+    here first, 0600, and files an older version made are tightened."""
+    try:
+        fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return  # SQLite says why when it opens it
+    os.close(fd)
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+        except OSError:
+            pass
 
 
 def write_lock(engine: Engine) -> WriteLock | None:

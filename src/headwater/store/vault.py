@@ -199,6 +199,11 @@ class VariableStore:
 
     def resolve(self, ws_id: str, profile: str | None) -> dict[str, str]:
         """What a run gets: the workspace scope, then its profile's scope over it, decrypted."""
+        return self.resolve_for_run(ws_id, profile)[0]
+
+    def resolve_for_run(self, ws_id: str, profile: str | None) -> tuple[dict[str, str], list[str]]:
+        """`resolve`, and the values of the secret variables among them: the worker masks
+        those in the run's log."""
         scopes = [WORKSPACE_SCOPE] + ([profile] if profile else [])
         with self.reader.connect() as conn:
             rows = conn.execute(
@@ -207,9 +212,14 @@ class VariableStore:
                 )
             ).all()
         env: dict[str, str] = {}
+        secret: set[str] = set()
         for row in sorted(rows, key=lambda r: r.profile != WORKSPACE_SCOPE):
             env[row.name] = self._decrypt(row.value) if row.type == "secret" else row.value
-        return env
+            if row.type == "secret":
+                secret.add(row.name)
+            else:
+                secret.discard(row.name)
+        return env, [env[name] for name in sorted(secret)]
 
 
 __all__ = ["VariableStore", "VaultError", "VariableError", "check_upsert", "load_key"]

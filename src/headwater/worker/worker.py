@@ -22,6 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
+from headwater.core.logtext import ExceptionTracker, Masker
 from headwater.core.states import RunStatus, outcome_of_exit
 from headwater.store import notify
 from headwater.store.store import LogLine, Store
@@ -48,6 +51,19 @@ STARTUP_WINDOW_S = 0.5
 PIPE_DRAIN_AFTER_EXIT_S = 2.0
 """How long a run's pipes may stay open after its process exited (a child holding them)."""
 MAX_LINE = 64 * 1024
+MAX_LOG_LINES = 1_000_000
+"""Default cap of the lines one run may store (`up --max-log-lines`)."""
+MAX_LOG_BYTES = 256 * 1024 * 1024
+"""Default cap of the bytes of output one run may store (`up --max-log-mb`)."""
+MAX_BUFFERED_LINES = 100_000
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+"""While the store cannot write, log lines wait in memory up to these bounds (all runs);
+lines beyond them are counted, and a line saying how many were lost is stored later."""
+LOG_RETRY_MAX_S = 2.0
+"""The longest wait between two attempts to write buffered log lines."""
+LOG_GIVE_UP_S = 60.0
+"""How long an ended run waits for its buffered lines to be written before it ends anyway
+(the lines it still holds then are counted as lost)."""
 
 
 def _now() -> datetime:
@@ -72,11 +88,43 @@ class RunHandle:
     """The run's own cgroup (v2), when the worker can make them."""
     mode: str = "fork"
     """fork: `pid` is the job's process; fresh: its parent (`headwater.worker.runner`)."""
+    outcome: tuple[str, RunStatus, dict[str, Any]] | None = None
 
     @property
     def timeout_at(self) -> float | None:
         t = self.run.get("timeout_s")
         return None if t is None else self.started + float(t)
+
+
+@dataclass
+class RunLog:
+    """One run's log on its way to the store."""
+
+    next_num: int = 0
+    """The line number of the first line in `pending`."""
+    pending: list[LogLine] = field(default_factory=list)
+    """Lines not written yet, in order."""
+    mask: Masker | None = None
+    lines: int = 0
+    size: int = 0
+    """Output lines and bytes accepted so far (the cap counts these)."""
+    over_cap: int = 0
+    """Output lines dropped past the cap."""
+    lost: int = 0
+    """Lines dropped because the buffer was full, not yet reported by a stored line."""
+    lost_total: int = 0
+    closed: bool = False
+    """The run will write no more lines (it never started): forget it once written."""
+    tracker: dict[str, ExceptionTracker] = field(default_factory=dict)
+    """Per output stream: the last exception it printed (for a failed run's reason)."""
+
+    def exception(self) -> str | None:
+        found = [t.last for t in self.tracker.values() if t.last]
+        return found[-1] if found else None
+
+
+def _size(line: LogLine) -> int:
+    return len(line.content) + 64
 
 
 class Worker:
@@ -87,20 +135,28 @@ class Worker:
         ws_id: str,
         *,
         code_dir: Callable[[], Path] | None = None,
-        extra_env: Callable[[dict[str, Any]], dict[str, str]] | None = None,
+        extra_env: Callable[[dict[str, Any]], tuple[dict[str, str], list[str]]] | None = None,
         max_parallel: int = 16,
         max_starting: int | None = None,
         warm: bool = True,
         base_env: dict[str, str] | None = None,
         beacon_dsn: Callable[[dict[str, Any]], str | None] | None = None,
+        max_log_lines: int = MAX_LOG_LINES,
+        max_log_bytes: int = MAX_LOG_BYTES,
     ) -> None:
         self.store = store
         self.workspace = workspace
         # where runs start: the workspace folder, or the newest uploaded package
         self.code_dir = code_dir or (lambda: workspace)
         self.data_dir = workspace / ".headwater" / "data"
-        # workspace variables for a run; Headwater's own settings are applied over them
+        # workspace variables for a run, and the values of its secret ones (masked in its
+        # log); Headwater's own settings are applied over them
         self.extra_env = extra_env
+        self.max_log_lines = max_log_lines
+        self.max_log_bytes = max_log_bytes
+        self.max_buffered_lines = MAX_BUFFERED_LINES
+        self.max_buffered_bytes = MAX_BUFFERED_BYTES
+        self.log_give_up_s = LOG_GIVE_UP_S
         self.ws_id = ws_id
         # where a run's dlt reports its pipeline traces and job result
         self.beacon_dsn = beacon_dsn
@@ -116,8 +172,11 @@ class Worker:
         self._handles: dict[str, RunHandle] = {}
         self._by_pid: dict[int, RunHandle] = {}
         self._early_exits: dict[int, int] = {}
-        self._lines: dict[str, list[LogLine]] = {}
-        self._line_nums: dict[str, int] = {}
+        self._logs: dict[str, RunLog] = {}
+        self._buffered = [0, 0]  # lines, bytes in every run's `pending`
+        self._write_failures = 0
+        self._retry_at = 0.0
+        self._flush_lock = threading.Lock()
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -282,6 +341,8 @@ class Worker:
             except Exception as ex:
                 log.exception("starting run %s failed", run["id"])
                 self._runner_line(run["id"], f"could not start the run: {ex}", source="setup")
+                with self._lock:
+                    self._logs[run["id"]].closed = True
                 failed.append((run["id"], RunStatus.FAILED, {"reason": f"could not start: {ex}"}))
         if failed:
             self._flush()
@@ -329,14 +390,17 @@ class Worker:
         launcher, argv = launch_command(run, job_def)
         code_dir = self.code_dir()
         base = dict(self.base_env)
+        secrets: list[str] = []
         if self.extra_env is not None:
-            base.update(self.extra_env(run))
+            variables, secrets = self.extra_env(run)
+            base.update(variables)
         dsn = self.beacon_dsn(run) if self.beacon_dsn is not None else None
         local_dir = self.local_dir(code_dir, run, job_def, base)
         env = run_environment(base, code_dir, run, self.ws_id, self.data_dir, dsn, local_dir)
         starter = self._pick_starter()
         # a run just claimed from `pending` has written no log line yet
-        self._line_nums[run["id"]] = 0
+        with self._lock:
+            self._logs[run["id"]] = RunLog(mask=Masker(secrets) or None)
         how = "forked from the warm launcher" if starter.mode == "fork" else "in a new interpreter"
         self._runner_line(
             run["id"],
@@ -469,24 +533,135 @@ class Worker:
         os.close(fd)
 
     def _queue(self, run_id: str, content: str, source: str, stage: str, stream: str) -> None:
+        """Buffer one line of a run's log: secrets masked; the job's output within the run's
+        cap and the buffer's bounds (Headwater's own lines always)."""
         with self._lock:
-            self._lines.setdefault(run_id, []).append(
-                LogLine(content, source, stage, stream, _now())
-            )
+            rl = self._logs.setdefault(run_id, RunLog())
+        if rl.mask is not None:
+            content = rl.mask(content)
+        line = LogLine(content, source, stage, stream, _now())
+        size = _size(line)
+        with self._lock:
+            if source == "user":
+                rl.tracker.setdefault(stream, ExceptionTracker()).feed(content)
+                if rl.over_cap or (
+                    rl.lines >= self.max_log_lines or rl.size + size > self.max_log_bytes
+                ):
+                    if not rl.over_cap:
+                        self._buffer(
+                            rl,
+                            self._marker(
+                                f"log truncated: this run printed more than its cap of"
+                                f" {self.max_log_lines:,} lines or {self.max_log_bytes // 2**20:,}"
+                                " MB (`headwater up --max-log-lines/--max-log-mb`); the rest of"
+                                " its output is not stored"
+                            ),
+                        )
+                    rl.over_cap += 1
+                    return
+                if (
+                    self._buffered[0] >= self.max_buffered_lines
+                    or self._buffered[1] + size > self.max_buffered_bytes
+                ):
+                    rl.lost += 1
+                    rl.lost_total += 1
+                    return
+                rl.lines += 1
+                rl.size += size
+            self._buffer(rl, line)
+
+    @staticmethod
+    def _marker(text: str) -> LogLine:
+        # `user` so every client shows it (the dlthub CLI hides `runner` lines)
+        return LogLine(f"[headwater] {text}", "user", "run", "other", _now())
+
+    def _buffer(self, rl: RunLog, line: LogLine) -> None:
+        rl.pending.append(line)
+        self._buffered[0] += 1
+        self._buffered[1] += _size(line)
 
     def _runner_line(self, run_id: str, content: str, source: str = "runner") -> None:
         self._queue(run_id, content, source, "build" if source == "setup" else "run", "other")
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Write every buffered line; True when nothing is left buffered.
+
+        A failed write keeps the lines buffered and is retried on a later turn (backing
+        off up to `LOG_RETRY_MAX_S`); lines dropped meanwhile for a full buffer are
+        reported by a line saying how many, written in their place."""
+        # the claimer flushes too (runs that could not start): one batch in flight at a time
+        with self._flush_lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> bool:
+        if time.monotonic() < self._retry_at:
+            return False
         with self._lock:
-            pending, self._lines = self._lines, {}
-            batches = {}
-            for run_id, lines in pending.items():
-                first = self._line_nums.get(run_id, 0)
-                self._line_nums[run_id] = first + len(lines)
-                batches[run_id] = (first, lines)
-        if batches:
+            batches: dict[str, tuple[int, list[LogLine]]] = {}
+            taken: dict[str, tuple[int, int]] = {}  # run -> (pending lines, lost reported)
+            for run_id, rl in self._logs.items():
+                lines = list(rl.pending)
+                if rl.lost:
+                    lines.append(
+                        self._marker(
+                            f"{rl.lost:,} log lines lost: the store could not write them"
+                            " and the buffer was full"
+                        )
+                    )
+                if lines:
+                    batches[run_id] = (rl.next_num, lines)
+                    taken[run_id] = (len(rl.pending), rl.lost)
+        if not batches:
+            return True
+        try:
             self.store.append_logs(batches)
+        except IntegrityError as ex:
+            # not a passing condition: the store holds some of these line numbers already
+            # (a write that committed, then failed): number on from what it holds
+            log.warning("log lines clash with stored ones; numbering on after them: %s", ex)
+            with self._lock:
+                nums = {r: rl.next_num for r in batches if (rl := self._logs.get(r)) is not None}
+            try:
+                for run_id in nums:
+                    nums[run_id] = max(nums[run_id], self.store.next_line_num(run_id))
+            except Exception:
+                log.exception("reading the stored line numbers failed")
+                return False
+            with self._lock:
+                for run_id, n in nums.items():
+                    if run_id in self._logs:
+                        self._logs[run_id].next_num = n
+            return False
+        except Exception as ex:
+            self._write_failures += 1
+            self._retry_at = time.monotonic() + min(
+                0.05 * 2 ** min(self._write_failures, 10), LOG_RETRY_MAX_S
+            )
+            if self._write_failures == 1 or self._write_failures % 50 == 0:
+                log.warning(
+                    "writing log lines failed (%d in a row; %d lines buffered, retrying): %s",
+                    self._write_failures,
+                    self._buffered[0],
+                    ex,
+                )
+            return False
+        if self._write_failures:
+            log.info("log lines written again after %d failed writes", self._write_failures)
+        self._write_failures, self._retry_at = 0, 0.0
+        with self._lock:
+            for run_id, (n, lost) in taken.items():
+                rl = self._logs.get(run_id)
+                if rl is None:
+                    continue
+                written = rl.pending[:n]
+                del rl.pending[:n]
+                rl.next_num += len(batches[run_id][1])
+                rl.lost -= lost
+                self._buffered[0] -= n
+                self._buffered[1] -= sum(map(_size, written))
+                if rl.closed and not rl.pending:
+                    del self._logs[run_id]
+            return not any(rl.pending or rl.lost for rl in self._logs.values())
 
     def _pick_up_cancels(self) -> None:
         with self._lock:
@@ -565,15 +740,30 @@ class Worker:
             if h.cgroup is not None and self._cgroups is not None:
                 # the run is over: so is every process it started, wherever it went
                 self._cgroups.kill(h.cgroup)
-        # the runs that ended in this turn end together: one flush, one transaction
-        moves = [self._outcome(h) for h in done]
+        for h in done:
+            if h.outcome is None:  # once: its runner line is queued with it
+                h.outcome = self._outcome(h)
+        # the runs that ended in this turn end together: one flush, one transaction. A run
+        # ends once its log is written, or after `log_give_up_s` with the rest counted lost
         self._flush()
+        with self._lock:
+            ready = []
+            for h in done:
+                rl = self._logs.get(h.run["id"]) or RunLog()
+                if (rl.pending or rl.lost) and now - (h.exited_at or now) < self.log_give_up_s:
+                    continue
+                ready.append((h, rl))
+        if not ready:
+            return
+        moves = [self._with_losses(h, rl) for h, rl in ready]
         self.store.transition_many(moves)
         with self._lock:
-            for h in done:
+            for h, rl in ready:
                 self._handles.pop(h.run["id"], None)
                 self._by_pid.pop(h.pid, None)
-                self._line_nums.pop(h.run["id"], None)
+                self._logs.pop(h.run["id"], None)
+                self._buffered[0] -= len(rl.pending)
+                self._buffered[1] -= sum(map(_size, rl.pending))
         # slots are free now (the store's wake-up came before they were)
         self.store.notifier.notify_local(notify.RUNS)
 
@@ -596,13 +786,34 @@ class Worker:
             elif code < 0:
                 reason = f"killed by signal {signal.Signals(-code).name}"
             else:
-                reason = f"exit code {code}"
+                # the exception the job died of (dlt's launcher lets it end the process)
+                with self._lock:
+                    rl = self._logs.get(run["id"])
+                    exc = rl.exception() if rl is not None else None
+                reason = f"{exc} (exit code {code})" if exc else f"exit code {code}"
+        with self._lock:
+            rl = self._logs.get(run["id"])
+            over_cap = rl.over_cap if rl is not None else 0
         self._runner_line(
             run["id"],
             f"run #{run['number']} {status.value} (exit code {code})"
-            + (f": {reason}" if reason else ""),
+            + (f": {reason}" if reason else "")
+            + (f"; {over_cap:,} lines over the log cap were not stored" if over_cap else ""),
         )
         return run["id"], status, {"exit_code": code, "reason": reason}
+
+    def _with_losses(self, h: RunHandle, rl: RunLog) -> tuple[str, RunStatus, dict[str, Any]]:
+        """The run's move, its reason saying how many log lines were lost, if any."""
+        assert h.outcome is not None
+        run_id, status, fields = h.outcome
+        lost = rl.lost_total + len(rl.pending)
+        if not lost:
+            return h.outcome
+        if rl.pending:
+            log.warning("run %s ended with %d log lines never written", run_id, len(rl.pending))
+        note = f"{lost:,} log lines lost (the store could not write them)"
+        reason = fields.get("reason")
+        return run_id, status, {**fields, "reason": f"{reason}; {note}" if reason else note}
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

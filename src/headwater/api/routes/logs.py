@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
@@ -19,10 +19,14 @@ from headwater.store import notify
 from headwater.store.store import Store
 
 KEEP_ALIVE_S = 15.0
+PAGE = 10_000
+"""Lines read from the store at a time: a log of any length is sent in pages, so the
+server holds one page, never the whole log."""
 
 
-class NDJSONResponse(Response):
-    """The stored log: one JSON object a line. The OpenAPI document names this media type."""
+class NDJSONResponse(StreamingResponse):
+    """The stored log: one JSON object a line, streamed. The OpenAPI document names this
+    media type."""
 
     media_type = "application/x-ndjson"
 
@@ -38,12 +42,18 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
 
     @r.get("/logs/v1/workspaces/{ws}/job-runs/{run_id}/logs", response_class=NDJSONResponse)
     def stored_logs(
-        ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ_RUNS))
+        ws: str,
+        run_id: str,
+        after: Annotated[
+            int, Query(ge=-1, description="Only lines with a greater `line_num` (a cursor).")
+        ] = -1,
+        limit: Annotated[
+            int | None, Query(ge=1, description="At most this many lines (default: all).")
+        ] = None,
+        p: Principal = Depends(auth.require(Action.READ_RUNS)),
     ) -> Any:
         auth.check_run(p, ctx.run(ws, run_id))
-        lines = ctx.store.read_logs(run_id, limit=1_000_000)
-        body = b"".join(dumps(ser.log_line(line)) + b"\n" for line in lines)
-        return NDJSONResponse(body)
+        return NDJSONResponse(stored_pages(ctx.store, run_id, after, limit))
 
     @r.get(
         "/logs/v1/workspaces/{ws}/job-runs/{run_id}/log-stream", response_class=EventStreamResponse
@@ -61,6 +71,25 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         )
 
     return r
+
+
+def stored_pages(store: Store, run_id: str, after: int, limit: int | None) -> Iterator[bytes]:
+    """The stored log from `after` on, one chunk a page, read by line number (a keyset:
+    every page is an index range scan). Starlette iterates it in a worker thread. Should
+    the store fail mid-way, the error ends the response unfinished, so a client sees a
+    broken transfer, never a log that silently stops short."""
+    left = limit
+    while left is None or left > 0:
+        size = PAGE if left is None else min(PAGE, left)
+        lines = store.read_logs(run_id, after, size)
+        if not lines:
+            return
+        yield b"".join(dumps(ser.log_line(line)) + b"\n" for line in lines)
+        after = lines[-1]["line_num"]
+        if left is not None:
+            left -= len(lines)
+        if len(lines) < size:
+            return
 
 
 def _event(line: dict[str, Any]) -> bytes:
