@@ -20,22 +20,31 @@ from tests.integration.harness import HERE, Server, copy_workspace
 
 pytestmark = pytest.mark.integration
 
+DLTHUB = str(Path(sys.executable).parent / "dlthub")
+
 
 class Env:
     def __init__(self, srv: Server, local: Path, admin: str) -> None:
         self.srv, self.local, self.admin = srv, local, admin
 
-    def dlthub(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {
+    def env(self, key: str | None = None) -> dict[str, str]:
+        return {
             **os.environ,
             "RUNTIME__API_BASE_URL": self.srv.url,
             "RUNTIME__API_KEY": key or self.admin,
             "RUNTIME__WORKSPACE_ID": self.srv.ws_id,
             "RUNTIME__DLTHUB_TELEMETRY": "false",
+            "PYTHONUNBUFFERED": "1",
         }
-        exe = str(Path(sys.executable).parent / "dlthub")
+
+    def dlthub(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [exe, *args], cwd=self.local, env=env, capture_output=True, text=True, timeout=90
+            [DLTHUB, *args],
+            cwd=self.local,
+            env=self.env(key),
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
 
 
@@ -91,9 +100,26 @@ def test_dlthub_job_commands(env: Env) -> None:
 
 
 def test_dlthub_follows_a_failing_run_and_cancels_an_active_one(env: Env) -> None:
-    env.srv.start_run("stubborn")  # times out after 1 s, killed after a 1 s grace period
-    follow = env.dlthub("job", "logs", "stubborn", "-f")
-    assert follow.returncode != 0 and "stubborn started" in follow.stdout
+    # the run outlives the CLI's start however slow the machine is: it is ended from the
+    # server only once the CLI says it follows the live stream, and the CLI must fail with it
+    followed = env.srv.start_run("slow", parameters={"seconds": "120"})
+    env.srv.wait_run(followed["id"], states={"running"})
+    with subprocess.Popen(
+        [DLTHUB, "job", "logs", "slow", "-f"],
+        cwd=env.local,
+        env=env.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as follow:
+        assert follow.stdout is not None
+        out = []
+        for line in follow.stdout:
+            out.append(line)
+            if "Streaming logs" in line:
+                env.srv.post(f"{env.srv.w}/job-runs/{followed['id']}/-cancel")
+        assert follow.wait(90) != 0, "".join(out)
+    assert "slow started" in "".join(out) and "cancelled" in "".join(out), "".join(out)
     slow = env.srv.start_run("slow", parameters={"seconds": "30"})
     env.srv.wait_run(slow["id"], states={"running"})
     cancel = env.dlthub("job", "cancel", "slow")
