@@ -11,8 +11,12 @@ from typing import Any
 
 import httpx
 
+from headwater.core.errors import HeadwaterError
 
-class ClientError(Exception):
+
+class ClientError(HeadwaterError):
+    code = "client_error"
+
     def __init__(
         self, status: int, detail: str, code: str | None = None, extra: Any = None
     ) -> None:

@@ -9,6 +9,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from headwater.core.errors import HeadwaterError
+
 
 class JSONBody(JSONResponse):
     """orjson with `Z` datetimes: the clients compare them with aware `now`.
@@ -26,7 +28,7 @@ def dumps(content: Any) -> bytes:
     return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
-class ApiError(HTTPException):
+class ApiError(HeadwaterError, HTTPException):
     """An answer of `{code, detail, extra, status_code}` with the given status."""
 
     def __init__(self, status_code: int, detail: str, code: str, extra: Any = None) -> None:

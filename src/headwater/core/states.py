@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from headwater.core.errors import HeadwaterError
+
 
 class RunStatus(StrEnum):
     PENDING = "pending"
@@ -52,8 +54,10 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(HeadwaterError, ValueError):
     """A move the state machine forbids, with both ends named."""
+
+    code = "illegal_transition"
 
     def __init__(self, current: RunStatus, target: RunStatus) -> None:
         super().__init__(f"a run cannot go from {current.value!r} to {target.value!r}")

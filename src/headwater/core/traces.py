@@ -15,13 +15,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from headwater.core.errors import HeadwaterError
+
 MAX_INT = 2**63 - 1
 DLT_TABLE_PREFIX = "_dlt"
 PACKAGE_STATUSES = ("new", "extracted", "normalized", "loaded", "aborted")
 
 
-class TraceError(ValueError):
+class TraceError(HeadwaterError, ValueError):
     """The payload is not a pipeline trace (no pipeline name or transaction id)."""
+
+    code = "invalid_trace"
 
 
 def text(value: Any, limit: int = 10_000) -> str | None:

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from headwater.core.errors import HeadwaterError
+
 DEFAULT_PROCEDURE = "headwater.public.p_trigger_headwater_job"
 DEFAULT_PG_FUNCTION = "headwater.p_trigger_headwater_job"
 NETWORK_RULE = "nr_headwater"
@@ -35,8 +37,10 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class IntegrationError(ValueError):
+class IntegrationError(HeadwaterError, ValueError):
     """A URL, name or workspace id that cannot go into the generated SQL."""
+
+    code = "integration_invalid"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from headwater.core import policy
+from headwater.core.errors import HeadwaterError
 from headwater.core.states import ACTIVE, LIVE, TERMINAL, RunStatus, sources_of
 from headwater.store import notify
 from headwater.store.db import WriteLock, write, write_lock
@@ -174,8 +175,10 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-class AmbiguousKeyError(LookupError):
+class AmbiguousKeyError(HeadwaterError, LookupError):
     """A key name or prefix that several active keys share."""
+
+    code = "api_key_ambiguous"
 
     def __init__(self, id_or_name: str, candidates: list[dict[str, Any]]) -> None:
         super().__init__(f"{len(candidates)} active API keys match {id_or_name!r}")

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select
 
 from headwater.core import traces
+from headwater.core.errors import HeadwaterError
 from headwater.store.db import write
 from headwater.store.models import PipelineRunRecord, Run, TelemetryPayload
 from headwater.store.store import _insert, _row, new_id, utcnow
@@ -52,8 +53,10 @@ STATS_COLUMNS = (
 SORTABLE = ("started_at", "finished_at", "duration_ms", "total_rows_loaded", "total_bytes_loaded")
 
 
-class TooManyPayloads(Exception):
-    pass
+class TooManyPayloads(HeadwaterError):
+    """A run sent more beacon payloads than one run may store."""
+
+    code = "too_many_payloads"
 
 
 @dataclass

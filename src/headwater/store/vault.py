@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from headwater.core.errors import HeadwaterError
 from headwater.store.db import write
 from headwater.store.models import Variable
 from headwater.store.store import new_id, utcnow
@@ -41,12 +42,16 @@ RESERVED = frozenset(
 """Names Headwater sets for every run; a variable may not replace them."""
 
 
-class VaultError(Exception):
+class VaultError(HeadwaterError):
     """A secret cannot be read: the key is not the one it was written with."""
 
+    code = "vault_unreadable"
 
-class VariableError(ValueError):
-    pass
+
+class VariableError(HeadwaterError, ValueError):
+    """A variable name or value the vault does not take."""
+
+    code = "variable_invalid"
 
 
 def check_name(name: str) -> None:

@@ -22,12 +22,16 @@ from dlt._workspace.deployment.manifest import (
     validate_manifest,
 )
 
+from headwater.core.errors import HeadwaterError
+
 DEPLOYMENT_MODULE = "__deployment__"
 MANIFEST_TIMEOUT_S = 60.0
 
 
-class ManifestError(Exception):
+class ManifestError(HeadwaterError):
     """The workspace's manifest could not be read; `detail` is dlt's message."""
+
+    code = "invalid_manifest"
 
     def __init__(self, detail: str, error_type: str = "") -> None:
         super().__init__(detail)

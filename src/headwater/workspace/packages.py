@@ -37,6 +37,8 @@ from dlt._workspace.deployment.package_builder import (
     compute_package_content_hash,
 )
 
+from headwater.core.errors import HeadwaterError
+
 MAX_PACKAGE_BYTES = 200 * 1024 * 1024
 """What an upload may weigh, compressed."""
 MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
@@ -57,16 +59,22 @@ HOME_DIR = ".headwater"
 CHUNK = 1024 * 1024
 
 
-class PackageError(ValueError):
+class PackageError(HeadwaterError, ValueError):
     """An upload that is not a package dlt would build; the reason says what is wrong."""
+
+    code = "invalid_package"
 
 
 class PackageTooLarge(PackageError):
     """An upload past one of the bounds above (413)."""
 
+    code = "payload_too_large"
 
-class PackageMissing(Exception):
+
+class PackageMissing(HeadwaterError):
     """A recorded package whose files are not on this server's disk (deleted, never stored)."""
+
+    code = "package_missing"
 
 
 @dataclass(frozen=True)

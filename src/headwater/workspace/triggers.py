@@ -27,6 +27,8 @@ from dlt._workspace.deployment.exceptions import (
 from dlt._workspace.deployment.interval import compute_run_interval, next_scheduled_run
 from dlt._workspace.deployment.manifest import compute_default_trigger, expand_triggers
 
+from headwater.core.errors import HeadwaterError
+
 DEFAULT_GRACE_PERIOD_S = 30.0
 """How long a job has to stop after SIGTERM (timeout or cancel) before SIGKILL.
 
@@ -37,8 +39,10 @@ A job sets its own with `execute={"timeout": {"timeout": ..., "grace_period": ..
 TIMED_KINDS = ("schedule", "every", "once")
 
 
-class JobRefError(Exception):
+class JobRefError(HeadwaterError):
     """A job reference that names no job, or more than one."""
+
+    code = "job_ref_invalid"
 
     def __init__(self, ref: str, reason: str, candidates: Sequence[str] = ()) -> None:
         super().__init__(reason)
@@ -47,7 +51,9 @@ class JobRefError(Exception):
         self.candidates = list(candidates)
 
 
-class TriggerError(ValueError):
+class TriggerError(HeadwaterError, ValueError):
+    code = "trigger_invalid"
+
     def __init__(self, trigger: str, reason: str) -> None:
         super().__init__(f"invalid trigger {trigger!r}: {reason}")
         self.trigger = trigger
