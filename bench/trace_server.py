@@ -59,7 +59,7 @@ def patch() -> None:
     from headwater.store import store
     from headwater.worker import processes, worker
 
-    for attr, fn in list(vars(store.Store).items()):
+    for attr, fn in [(a, getattr(store.Store, a)) for a in dir(store.Store)]:  # with its parts
         if callable(fn) and not attr.startswith("__"):
             setattr(store.Store, attr, timed(f"Store.{attr}", fn))
     for attr in ("_start", "_flush", "_finish", "_read", "_pick_up_cancels", "_finish_exited"):

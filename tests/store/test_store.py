@@ -19,10 +19,11 @@ import pytest
 from sqlalchemy import Engine, insert, text
 
 from headwater.core.policy import TriggerStatus
+from headwater.core.specs import JobSpec, LogLine, RunRequest
 from headwater.core.states import RunStatus
 from headwater.store.db import make_engine, sqlite_url, upgrade, write
 from headwater.store.models import Cursor, ScheduleCursor
-from headwater.store.store import JobSpec, LogLine, RunRequest, Store
+from headwater.store.store import Store
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
 MODULE = "__deployment__"
@@ -1247,7 +1248,7 @@ def test_publishing_gives_a_job_one_secret_until_unpublished(store: Store, ws: s
 def test_revoking_an_ambiguous_key_name_revokes_nothing_and_names_the_candidates(
     store: Store, ws: str
 ) -> None:
-    from headwater.store.store import AmbiguousKeyError
+    from headwater.store.keys import AmbiguousKeyError
 
     a, _ = store.create_key(ws, "twin", "admin")
     b, _ = store.create_key(ws, "twin", "trigger")

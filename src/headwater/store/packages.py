@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, update
 
 from headwater.store.db import write
+from headwater.store.keys import key_hash
 from headwater.store.models import ManifestVersion, Package
-from headwater.store.store import _row, key_hash, new_id, utcnow
+from headwater.store.sql import new_id, row_dict, utcnow
 
 P = Package.__table__
 MV = ManifestVersion.__table__
@@ -47,12 +48,12 @@ class PackageStore:
 
     def get(self, package_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
-            return _row(conn.execute(select(P).where(P.c.id == package_id)).first())
+            return row_dict(conn.execute(select(P).where(P.c.id == package_id)).first())
 
     def awaiting(self, package_id: str, token: str) -> dict[str, Any] | None:
         """The issued package `token` may still upload to, or None (unknown, used, wrong)."""
         with self.reader.connect() as conn:
-            return _row(
+            return row_dict(
                 conn.execute(
                     select(P).where(
                         P.c.id == package_id,
@@ -117,7 +118,7 @@ class PackageStore:
                     updated_at=utcnow(),
                 )
             )
-            return _row(conn.execute(select(P).where(P.c.id == package_id)).first())
+            return row_dict(conn.execute(select(P).where(P.c.id == package_id)).first())
 
     def list(
         self,

@@ -13,7 +13,7 @@ from headwater.core import traces
 from headwater.core.errors import HeadwaterError
 from headwater.store.db import write
 from headwater.store.models import PipelineRunRecord, Run, TelemetryPayload
-from headwater.store.store import _insert, _row, new_id, utcnow
+from headwater.store.sql import dialect_insert, new_id, row_dict, utcnow
 
 TP = TelemetryPayload.__table__
 PR = PipelineRunRecord.__table__
@@ -133,12 +133,12 @@ class TelemetryStore:
                 "detail": detail,
                 "updated_at": now,
             }
-            stmt = _insert(conn, PR).values(id=new_id(), created_at=now, **values)
+            stmt = dialect_insert(conn, PR).values(id=new_id(), created_at=now, **values)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[PR.c.run_id, PR.c.transaction_id], set_=values
             )
             conn.execute(stmt)
-            return _row(
+            return row_dict(
                 conn.execute(
                     select(PR).where(
                         PR.c.run_id == run["id"],
@@ -152,7 +152,7 @@ class TelemetryStore:
     def job_result(self, run_id: str) -> dict[str, Any] | None:
         """The newest job result the run's dlt delivered (the payload row)."""
         with self.reader.connect() as conn:
-            return _row(
+            return row_dict(
                 conn.execute(
                     select(TP)
                     .where(TP.c.run_id == run_id, TP.c.kind == "job_result")
@@ -163,7 +163,7 @@ class TelemetryStore:
 
     def payload(self, payload_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
-            return _row(conn.execute(select(TP).where(TP.c.id == payload_id)).first())
+            return row_dict(conn.execute(select(TP).where(TP.c.id == payload_id)).first())
 
     def payloads(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
         cond = [TP.c.run_id == run_id]
@@ -175,7 +175,7 @@ class TelemetryStore:
 
     def get_pipeline_run(self, pipeline_run_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
-            return _row(conn.execute(select(PR).where(PR.c.id == pipeline_run_id)).first())
+            return row_dict(conn.execute(select(PR).where(PR.c.id == pipeline_run_id)).first())
 
     def summaries(self, run_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         """The pipeline runs of many job runs in one query, oldest first per job run."""

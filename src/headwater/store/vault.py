@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from headwater.core.errors import HeadwaterError
 from headwater.store.db import write
 from headwater.store.models import Variable
-from headwater.store.store import new_id, utcnow
+from headwater.store.sql import new_id, utcnow
 
 V = Variable.__table__
 WORKSPACE_SCOPE = ""

@@ -20,7 +20,7 @@ from dlt._workspace.deployment._run_helpers import (
     resolve_interval,
 )
 
-from headwater.store.store import JobSpec, RunRequest, Store, TriggerResult
+from headwater.core.specs import JobSpec, RunRecorder, RunRequest, TriggerResult
 from headwater.workspace import triggers
 from headwater.workspace.manifest import DEPLOYMENT_MODULE, LoadedManifest, job_definition_hash
 
@@ -98,7 +98,7 @@ def run_request(
 
 
 def fire(
-    store: Store,
+    store: RunRecorder,
     job: dict[str, Any],
     trigger: str,
     *,
@@ -112,7 +112,7 @@ def fire(
 
 
 async def fire_async(
-    store: Store,
+    store: RunRecorder,
     job: dict[str, Any],
     trigger: str,
     *,

@@ -1,0 +1,83 @@
+"""What crosses from a workspace to the store: a job to deploy, a trigger to record,
+a log line to append, and the answer to a trigger.
+
+Plain frozen dataclasses, so `workspace/` and `worker/` speak to the store without
+importing it. `RunRecorder` is the one thing a trigger needs of the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from headwater.core import policy
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job of a manifest, with what dlt derived from it, ready to store."""
+
+    job_ref: str
+    job_type: str
+    definition: dict[str, Any]
+    """dlt's job definition, as the manifest holds it."""
+    definition_hash: str
+    """dlt's hash of `definition`: a new hash makes a new job version."""
+    triggers: list[str]
+    default_trigger: str | None
+    pipeline_name: str | None
+    """The dlt pipeline the job loads; two runs of one pipeline never run at once."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a trigger asks of a new run."""
+
+    job_id: str
+    trigger: str
+    profile: str | None = None
+    parameters: dict[str, Any] | None = None
+    refresh: bool = False
+    previous_run_id: str | None = None
+    triggered_by: str | None = None
+    dedupe_key: str | None = None
+    """A run of the job with this key already exists: answer it instead of a new one."""
+    interval_start: datetime | None = None
+    interval_end: datetime | None = None
+    timeout_s: float | None = None
+    grace_period_s: float = 30.0
+    concurrency: int | None = 1
+    """Active runs the job allows; None: unlimited."""
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    decision: policy.Decision
+    run: dict[str, Any] | None
+    """The run created (or recorded as skipped); None for a dry run or a paused job."""
+    existing: bool = False
+    """True when the dedupe key named a run that already existed."""
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a run wrote, as the worker hands it to the store."""
+
+    content: str
+    source: str
+    stage: str
+    io_stream: str
+    reported_at: datetime
+
+
+class RunRecorder(Protocol):
+    """What a trigger needs of the store: record a run request, answer the decision."""
+
+    def create_run(
+        self, req: RunRequest, *, now: datetime | None = None, dry_run: bool = False
+    ) -> TriggerResult: ...
+
+    async def create_run_async(
+        self, req: RunRequest, *, now: datetime | None = None, dry_run: bool = False
+    ) -> TriggerResult: ...

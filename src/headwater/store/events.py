@@ -1,0 +1,54 @@
+"""The event log (read side; events are written by the change they report, see
+`StoreBase._event`), the dispatcher's cursors and the scheduler's tick cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from headwater.store.base import StoreBase
+from headwater.store.db import write
+from headwater.store.sql import (
+    DROP_SCHEDULES,
+    EVENTS_AFTER,
+    GET_CURSOR,
+    LAST_EVENT_ID,
+    SCHEDULE_CURSORS,
+    advance_schedule,
+    upsert_cursor,
+)
+
+
+class Events(StoreBase):
+    def events_after(self, position: int, limit: int = 500) -> list[dict[str, Any]]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(EVENTS_AFTER, {"b_position": position, "b_limit": limit}).all()
+        return [dict(r._mapping) for r in rows]
+
+    def last_event_id(self) -> int:
+        with self.reader.connect() as conn:
+            return int(conn.execute(LAST_EVENT_ID).scalar_one())
+
+    def get_cursor(self, name: str) -> int | None:
+        with self.reader.connect() as conn:
+            return conn.execute(GET_CURSOR, {"b_name": name}).scalar()
+
+    def set_cursor(self, name: str, position: int) -> None:
+        with write(self.engine) as conn:
+            conn.execute(upsert_cursor(conn), {"b_name": name, "b_position": position})
+
+    def schedule_cursors(self) -> dict[tuple[str, str], datetime]:
+        with self.reader.connect() as conn:
+            return {(r.job_id, r.trigger): r.last_tick for r in conn.execute(SCHEDULE_CURSORS)}
+
+    def advance_schedule(self, job_id: str, trigger: str, tick: datetime) -> None:
+        """Record that `tick` was handled; never moves a cursor backwards."""
+        with write(self.engine) as conn:
+            conn.execute(
+                advance_schedule(conn), {"b_job_id": job_id, "b_trigger": trigger, "b_tick": tick}
+            )
+
+    def drop_schedule(self, job_id: str, keep: Iterable[str]) -> None:
+        with write(self.engine) as conn:
+            conn.execute(DROP_SCHEDULES, {"b_job_id": job_id, "b_keep": list(keep)})

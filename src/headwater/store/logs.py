@@ -1,0 +1,46 @@
+"""Log lines of runs: appended by the worker in batches, read by line number."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headwater.core.specs import LogLine
+from headwater.store import notify
+from headwater.store.base import StoreBase
+from headwater.store.db import write
+from headwater.store.sql import INSERT_LOG_LINES, LAST_LINE_NUM, LOGS_AFTER
+
+
+class Logs(StoreBase):
+    def append_logs(self, batches: dict[str, tuple[int, list[LogLine]]]) -> None:
+        """Insert log lines; `batches` maps run id to (first line number, lines)."""
+        rows = [
+            dict(
+                run_id=run_id,
+                line_num=first + i,
+                content=line.content,
+                source=line.source,
+                stage=line.stage,
+                io_stream=line.io_stream,
+                reported_at=line.reported_at,
+            )
+            for run_id, (first, lines) in batches.items()
+            for i, line in enumerate(lines)
+        ]
+        if not rows:
+            return
+        with write(self.engine) as conn:
+            conn.execute(INSERT_LOG_LINES, rows)
+        self.notifier.notify(notify.LOGS)
+
+    def next_line_num(self, run_id: str) -> int:
+        with self.reader.connect() as conn:
+            n = conn.execute(LAST_LINE_NUM, {"b_run_id": run_id}).scalar()
+        return 0 if n is None else int(n) + 1
+
+    def read_logs(self, run_id: str, after: int = -1, limit: int = 10_000) -> list[dict[str, Any]]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                LOGS_AFTER, {"b_run_id": run_id, "b_after": after, "b_limit": limit}
+            ).all()
+        return [dict(r._mapping) for r in rows]
