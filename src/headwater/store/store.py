@@ -23,16 +23,13 @@ from headwater.store import notify
 from headwater.store.combiner import Combiner
 from headwater.store.events import Events
 from headwater.store.idempotency import Idempotency
-from headwater.store.jobs import JOB_CACHE_S, DeployedJob, Jobs
-from headwater.store.keys import KEY_PREFIX, AmbiguousKeyError, Keys, key_hash
+from headwater.store.jobs import DeployedJob, Jobs
+from headwater.store.keys import AmbiguousKeyError, Keys
 from headwater.store.logs import Logs
-from headwater.store.sql import CLAIM_LOCK, new_id, utcnow
 from headwater.store.workspaces import Workspaces
 
+# re-exported: callers outside the store import these names from here
 __all__ = [
-    "CLAIM_LOCK",
-    "JOB_CACHE_S",
-    "KEY_PREFIX",
     "AmbiguousKeyError",
     "DeployedJob",
     "JobSpec",
@@ -40,13 +37,12 @@ __all__ = [
     "RunRequest",
     "Store",
     "TriggerResult",
-    "key_hash",
-    "new_id",
-    "utcnow",
 ]
 
 
 class Store(Workspaces, Jobs, Combiner, Logs, Events, Keys, Idempotency):
+    """The database as one handle: every part of the store on one engine and notifier."""
+
     def __init__(self, engine: Engine, notifier: notify.Notifier | None = None) -> None:
         self.engine = engine
         self.reader = engine.execution_options(readonly=True)
