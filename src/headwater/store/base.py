@@ -42,6 +42,16 @@ class StoreBase:
     """`engine` for reads only (SQLite opens no write transaction on it)."""
     notifier: notify.Notifier
 
+    def _one(self, stmt: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The first row a read answers, as a dict (None: no row)."""
+        with self.reader.connect() as conn:
+            return row_dict(conn.execute(stmt, params).first())
+
+    def _all(self, stmt: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every row a read answers, as dicts."""
+        with self.reader.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt, params)]
+
     def _event(
         self,
         conn: Connection,

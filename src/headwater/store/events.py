@@ -22,9 +22,7 @@ from headwater.store.sql import (
 
 class Events(StoreBase):
     def events_after(self, position: int, limit: int = 500) -> list[dict[str, Any]]:
-        with self.reader.connect() as conn:
-            rows = conn.execute(EVENTS_AFTER, {"b_position": position, "b_limit": limit}).all()
-        return [dict(r._mapping) for r in rows]
+        return self._all(EVENTS_AFTER, {"b_position": position, "b_limit": limit})
 
     def last_event_id(self) -> int:
         with self.reader.connect() as conn:

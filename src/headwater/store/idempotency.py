@@ -13,7 +13,6 @@ from headwater.store.sql import (
     GET_IDEMPOTENCY,
     INSERT_IDEMPOTENCY,
     RELEASE_IDEMPOTENCY,
-    row_dict,
     utcnow,
 )
 
@@ -48,12 +47,7 @@ class Idempotency(StoreBase):
         return None
 
     def get_idempotency(self, principal_id: str, key: str) -> dict[str, Any] | None:
-        with self.reader.connect() as conn:
-            return row_dict(
-                conn.execute(
-                    GET_IDEMPOTENCY, {"b_principal_id": principal_id, "b_key": key}
-                ).first()
-            )
+        return self._one(GET_IDEMPOTENCY, {"b_principal_id": principal_id, "b_key": key})
 
     def finish_idempotency(
         self, principal_id: str, key: str, status_code: int, response: Any

@@ -98,8 +98,7 @@ class Jobs(StoreBase):
         self._jobs = {}
 
     def latest_manifest(self, ws_id: str) -> dict[str, Any] | None:
-        with self.reader.connect() as conn:
-            return row_dict(conn.execute(LATEST_MANIFEST, {"b_ws_id": ws_id}).first())
+        return self._one(LATEST_MANIFEST, {"b_ws_id": ws_id})
 
     def deploy(
         self,
@@ -305,8 +304,7 @@ class Jobs(StoreBase):
         return [dict(r._mapping) for r in rows], int(total)
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        with self.reader.connect() as conn:
-            return row_dict(conn.execute(GET_JOB, {"b_id": job_id}).first())
+        return self._one(GET_JOB, {"b_id": job_id})
 
     def get_job_cached(self, job_id: str) -> dict[str, Any] | None:
         """The job as of the last change this process heard of (JOBS) and at most
@@ -324,15 +322,13 @@ class Jobs(StoreBase):
 
     def published_job(self, public_secret: str) -> dict[str, Any] | None:
         """The job published under `public_secret`, if any."""
-        with self.reader.connect() as conn:
-            return row_dict(conn.execute(PUBLISHED_JOB, {"b_public_secret": public_secret}).first())
+        return self._one(PUBLISHED_JOB, {"b_public_secret": public_secret})
 
     def get_job_version(self, version_id: str) -> dict[str, Any] | None:
         cached = self._versions.get(version_id)
         if cached is not None:
             return dict(cached)
-        with self.reader.connect() as conn:
-            version = row_dict(conn.execute(GET_JOB_VERSION, {"b_id": version_id}).first())
+        version = self._one(GET_JOB_VERSION, {"b_id": version_id})
         if version is not None:
             if len(self._versions) > 10_000:
                 self._versions.clear()
@@ -341,9 +337,7 @@ class Jobs(StoreBase):
         return None
 
     def active_jobs(self, ws_id: str) -> list[dict[str, Any]]:
-        with self.reader.connect() as conn:
-            rows = conn.execute(ACTIVE_JOBS, {"b_ws_id": ws_id}).all()
-        return [dict(r._mapping) for r in rows]
+        return self._all(ACTIVE_JOBS, {"b_ws_id": ws_id})
 
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any] | None:
         """Pause a job (no trigger starts a run) or resume it; ticks missed meanwhile are

@@ -22,7 +22,6 @@ from headwater.store.sql import (
     REVOKE_SESSION,
     TOUCH_KEY,
     new_id,
-    row_dict,
     utcnow,
 )
 
@@ -76,17 +75,13 @@ class Keys(StoreBase):
         return key, secret
 
     def find_key(self, secret: str) -> dict[str, Any] | None:
-        with self.reader.connect() as conn:
-            return row_dict(conn.execute(KEY_BY_HASH, {"b_hash": key_hash(secret)}).first())
+        return self._one(KEY_BY_HASH, {"b_hash": key_hash(secret)})
 
     def get_key(self, key_id: str) -> dict[str, Any] | None:
-        with self.reader.connect() as conn:
-            return row_dict(conn.execute(GET_KEY, {"b_id": key_id}).first())
+        return self._one(GET_KEY, {"b_id": key_id})
 
     def list_keys(self, ws_id: str) -> list[dict[str, Any]]:
-        with self.reader.connect() as conn:
-            rows = conn.execute(LIST_KEYS, {"b_ws_id": ws_id}).all()
-        return [dict(r._mapping) for r in rows]
+        return self._all(LIST_KEYS, {"b_ws_id": ws_id})
 
     def revoke_key(self, ws_id: str, id_or_name: str) -> list[dict[str, Any]]:
         """Revoke an active key by id, prefix or name; its data-plane tokens die with it.

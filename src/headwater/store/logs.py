@@ -39,8 +39,4 @@ class Logs(StoreBase):
         return 0 if n is None else int(n) + 1
 
     def read_logs(self, run_id: str, after: int = -1, limit: int = 10_000) -> list[dict[str, Any]]:
-        with self.reader.connect() as conn:
-            rows = conn.execute(
-                LOGS_AFTER, {"b_run_id": run_id, "b_after": after, "b_limit": limit}
-            ).all()
-        return [dict(r._mapping) for r in rows]
+        return self._all(LOGS_AFTER, {"b_run_id": run_id, "b_after": after, "b_limit": limit})

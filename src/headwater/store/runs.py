@@ -147,8 +147,7 @@ class Runs(StoreBase):
     # -- reads ---------------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        with self.reader.connect() as conn:
-            return row_dict(conn.execute(GET_RUN, {"b_id": run_id}).first())
+        return self._one(GET_RUN, {"b_id": run_id})
 
     def list_runs(
         self,
@@ -177,12 +176,9 @@ class Runs(StoreBase):
         return {r.job_id: dict(r._mapping) for r in rows}
 
     def live_runs(self, worker_id: str | None = None) -> list[dict[str, Any]]:
-        with self.reader.connect() as conn:
-            if worker_id is None:
-                rows = conn.execute(LIVE_RUNS)
-            else:
-                rows = conn.execute(LIVE_RUNS_OF_WORKER, {"b_worker_id": worker_id})
-            return [dict(r._mapping) for r in rows]
+        if worker_id is None:
+            return self._all(LIVE_RUNS)
+        return self._all(LIVE_RUNS_OF_WORKER, {"b_worker_id": worker_id})
 
     # -- state changes -------------------------------------------------------------------------
 

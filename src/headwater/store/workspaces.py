@@ -53,8 +53,7 @@ class Workspaces(StoreBase):
         return row_dict(ws)  # type: ignore[return-value]
 
     def get_workspace(self, ws_id: str) -> dict[str, Any] | None:
-        with self.reader.connect() as conn:
-            return row_dict(conn.execute(GET_WORKSPACE, {"b_id": ws_id}).first())
+        return self._one(GET_WORKSPACE, {"b_id": ws_id})
 
     def update_workspace(self, ws_id: str, **values: Any) -> dict[str, Any] | None:
         with write(self.engine) as conn:
