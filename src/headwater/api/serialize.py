@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlt._workspace.deployment._job_ref import short_name
 from dlt._workspace.profile import DEFAULT_PROFILE
 
 from headwater.workspace.launch import effective_profile
+
+if TYPE_CHECKING:
+    from headwater.workspace.deployments import DeployResult
 
 SYSTEM_NS = uuid.UUID("6f1d8f3e-9c1e-4a8b-9a0e-7f4c2b1d5e60")
 
@@ -135,6 +138,29 @@ def job_version(
         "updated_at": v["created_at"],
         "max_run_time_seconds": int(timeout_s) if timeout_s else 0,
         "provider": "local",
+    }
+
+
+def deploy_answer(result: DeployResult, base_url: str, default_profile: str) -> dict[str, Any]:
+    """A DeployWorkspaceResponse: the job receipt of a remote deploy (`-deploy`)."""
+    succeeded, skipped = [], []
+    for o in result.outcomes:
+        j = {**o.job, "next_run_at": o.job.get("next_run_at")}
+        previous = (
+            job_version(o.previous_version, j, None, default_profile)
+            if o.previous_version
+            else None
+        )
+        item = {
+            "job": job(j, base_url, default_profile),
+            "outcome": o.outcome,
+            "previous_version": previous,
+        }
+        (skipped if o.outcome == "unchanged" else succeeded).append(item)
+    return {
+        "job_receipt": {"succeeded": succeeded, "skipped": skipped, "failed": []},
+        "warnings": result.warnings,
+        "deployment_module": result.deployment_module,
     }
 
 

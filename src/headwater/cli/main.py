@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from headwater.client import Client, ClientError, FoundServer, locate_server, remember_server
+from headwater.cli.find import FoundServer, locate_server, remember_server
+from headwater.client import Client, ClientError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 job_app = typer.Typer(help="Jobs of the workspace.", no_args_is_help=True)
