@@ -209,7 +209,8 @@ class Runtime:
 
     def _share_state(self) -> None:
         """Tell the other API processes what this one learnt of the manifest."""
-        self.topology.command("api_state", **self.deployments.shared_state())
+        if self.topology.bridge is not None:
+            self.topology.command("api_state", **self.deployments.shared_state())
 
     def _refresh_launcher(self, keep_previous: bool) -> None:
         """Runs start from new code: the worker warms a launcher of it, wherever it runs."""
