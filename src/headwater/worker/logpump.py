@@ -204,7 +204,7 @@ class LogPump:
             # (a write that committed, then failed): number on from what it holds
             log.warning("log lines clash with stored ones; numbering on after them: %s", ex)
             with self._lock:
-                nums = {r: rl.next_num for r in batches if (rl := self.runs.get(r)) is not None}
+                nums = {r: held.next_num for r in batches if (held := self.runs.get(r)) is not None}
             try:
                 for run_id in nums:
                     nums[run_id] = max(nums[run_id], self.store.next_line_num(run_id))
@@ -234,15 +234,15 @@ class LogPump:
         self._write_failures, self.retry_at = 0, 0.0
         with self._lock:
             for run_id, (n, lost) in taken.items():
-                rl = self.runs.get(run_id)
-                if rl is None:
+                kept = self.runs.get(run_id)
+                if kept is None:
                     continue
-                written = rl.pending[:n]
-                del rl.pending[:n]
-                rl.next_num += len(batches[run_id][1])
-                rl.lost -= lost
+                written = kept.pending[:n]
+                del kept.pending[:n]
+                kept.next_num += len(batches[run_id][1])
+                kept.lost -= lost
                 self.buffered[0] -= n
                 self.buffered[1] -= sum(map(_size, written))
-                if rl.closed and not rl.pending:
+                if kept.closed and not kept.pending:
                     del self.runs[run_id]
             return not any(rl.pending or rl.lost for rl in self.runs.values())
