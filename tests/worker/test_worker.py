@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from headwater.core.states import RunStatus
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.store import Store
+from headwater.worker.coordinator import IDLE_WAIT_S
 from headwater.worker.supervisor import STARTUP_WINDOW_S, RunHandle
 from headwater.worker.worker import Worker
 
@@ -80,6 +81,24 @@ def test_started_processes_are_supervised_even_when_the_store_fails(
     assert worker.active()["4242"] is spawned
     assert worker.supervisor.handle_of(4242) is spawned
     worker.supervisor.close_stream(out_r, spawned)
+
+
+def test_a_worker_at_its_start_limit_claims_nothing_until_a_start_slot_frees(
+    worker: Worker,
+) -> None:
+    run = a_run(worker)
+    now = time.monotonic()
+    worker.supervisor.adopt([handle(1, now - 0.1), handle(2, now - 0.3)])  # max_starting=2
+
+    wait = worker.coordinator.run_once(now)
+
+    assert wait == pytest.approx(STARTUP_WINDOW_S - 0.3)
+    stored_run = worker.store.get_run(run["id"])
+    assert stored_run is not None and stored_run["status"] == RunStatus.PENDING.value
+
+
+def test_a_worker_with_nothing_pending_waits_for_a_wake_up(worker: Worker) -> None:
+    assert worker.coordinator.run_once(time.monotonic()) == IDLE_WAIT_S
 
 
 # -- the log pump ---------------------------------------------------------------------------
