@@ -14,6 +14,7 @@ from typing import Any
 from dlt._workspace.deployment._job_ref import short_name
 from dlt._workspace.profile import DEFAULT_PROFILE
 
+from headwater.core.policy import is_served
 from headwater.workspace.launch import effective_profile
 
 SYSTEM_NS = uuid.UUID("6f1d8f3e-9c1e-4a8b-9a0e-7f4c2b1d5e60")
@@ -109,7 +110,7 @@ def job(j: dict[str, Any], base_url: str, default_profile: str = DEFAULT_PROFILE
         "is_paused": j["is_paused"],
         "is_archived": j["is_archived"],
         # Headwater's own: interactive and stream jobs are listed, but not run here yet
-        "is_served": j["job_type"] == "batch",
+        "is_served": is_served(j["job_type"]),
     }
 
 

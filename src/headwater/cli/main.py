@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from headwater.client import Client, ClientError, FoundServer, locate_server, remember_server
+from headwater.core.policy import is_served
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 job_app = typer.Typer(help="Jobs of the workspace.", no_args_is_help=True)
@@ -95,7 +96,7 @@ def _status(s: str | None) -> str:
 
 def _not_served(job_type: str) -> str:
     """A marker for jobs Headwater lists but does not run (interactive, stream)."""
-    return "" if job_type == "batch" else f" [yellow](not served: {job_type})[/yellow]"
+    return "" if is_served(job_type) else f" [yellow](not served: {job_type})[/yellow]"
 
 
 def _when(value: str | None) -> str:
@@ -411,7 +412,7 @@ def job_ls(
         state = " [yellow](paused)[/yellow]" if job["is_paused"] else ""
         state += " [dim](archived)[/dim]" if job["is_archived"] else ""
         state += (
-            "" if job.get("is_served", job["job_type"] == "batch") else _not_served(job["job_type"])
+            "" if job.get("is_served", is_served(job["job_type"])) else _not_served(job["job_type"])
         )
         trig = ", ".join(humanize(t) for t in job["job_definition"].get("triggers", [])) or "manual"
         last = f"#{latest['number']} {_status(latest['status'])}" if latest else "-"
