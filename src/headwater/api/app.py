@@ -28,6 +28,7 @@ from headwater.api.responses import (
     error_body,
 )
 from headwater.api.routes import (
+    beacon,
     deployments,
     jobs,
     keys,
@@ -146,6 +147,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # the trigger routes' routers first: requests are matched against routes in order
     routers = (jobs, runs, workspace, logs, keys, legacy, deployments, organizations, webhooks)
-    for module in (*routers, workspace_variables, telemetry):
+    for module in (*routers, workspace_variables, beacon, telemetry):
         app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app
