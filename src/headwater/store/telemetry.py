@@ -66,6 +66,7 @@ class TooManyPayloads(HeadwaterError):
     """A run sent more beacon payloads than one run may store."""
 
     code = "too_many_payloads"
+    status = 409
 
 
 @dataclass

@@ -19,8 +19,7 @@ from headwater.api.limits import MAX_BEACON
 from headwater.api.responses import ApiError
 from headwater.core import beacon
 from headwater.core.states import TERMINAL, RunStatus
-from headwater.core.traces import TraceError
-from headwater.store.telemetry import KINDS, TelemetryStore, TooManyPayloads
+from headwater.store.telemetry import KINDS, TelemetryStore
 
 T = "/telemetry/v1/workspaces/{ws}"
 MAX_PAYLOAD = MAX_BEACON
@@ -66,12 +65,9 @@ def router(ctx: ApiContext, _auth: Authenticator) -> APIRouter:
             and datetime.now(UTC) - finished > LATE_PAYLOADS
         ):
             raise ApiError(409, f"run {run_id} ended at {finished.isoformat()}", "job_run_ended")
-        try:
-            pipeline_run = tele.record(run, kind, payload, size)
-        except TraceError as ex:
-            raise ApiError(400, str(ex), "invalid_payload") from ex
-        except TooManyPayloads as ex:
-            raise ApiError(409, str(ex), "too_many_payloads") from ex
+        # a bad trace (`TraceError`, 400) or one payload too many (`TooManyPayloads`, 409)
+        # is answered as its error's class says
+        pipeline_run = tele.record(run, kind, payload, size)
         return {"ok": True, "pipeline_run_id": pipeline_run["id"] if pipeline_run else None}
 
     return r
