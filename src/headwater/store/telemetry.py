@@ -315,13 +315,16 @@ class TelemetryStore:
 
     def _stats_order(self, stmt: Select[Any], q: StatsQuery) -> list[Any]:
         cols = stmt.selected_columns
+
+        def bytewise(col: Any) -> Any:
+            # code point order, as SQLite's and Python's, whatever the database's collation
+            return col.collate("C") if self.engine.dialect.name == "postgresql" else col
+
         order: list[Any] = []
         for name, direction in q.sort:
-            col: Any = cols.group_key if name == q.by else cols[name]
-            if name == q.by and self.engine.dialect.name == "postgresql":
-                col = col.collate("C")  # code point order, as SQLite's and Python's
+            col: Any = bytewise(cols.group_key) if name == q.by else cols[name]
             order.append((col.desc() if direction == "desc" else col.asc()).nulls_last())
-        return [*order, cols.first_at, cols.first_id]
+        return [*order, cols.first_at, bytewise(cols.first_id)]
 
     def _conditions(self, ws_id: str, f: PipelineRunFilter) -> list[Any]:
         cond = [PR.c.workspace_id == ws_id, PR.c.started_at >= f.start, PR.c.started_at < f.end]
