@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from headwater.cli.find import FoundServer, locate_server
 from headwater.client import Client, ClientError
+from headwater.core.policy import is_served
 
 out = Console()
 err = Console(stderr=True)
@@ -80,7 +81,7 @@ def status_markup(s: str | None) -> str:
 
 def not_served(job_type: str) -> str:
     """A marker for jobs Headwater lists but does not run (interactive, stream)."""
-    return "" if job_type == "batch" else f" [yellow](not served: {job_type})[/yellow]"
+    return "" if is_served(job_type) else f" [yellow](not served: {job_type})[/yellow]"
 
 
 def when(value: str | None) -> str:

@@ -21,6 +21,7 @@ from headwater.cli.console import (
     when,
 )
 from headwater.cli.runs import follow_run
+from headwater.core.policy import is_served
 
 app = typer.Typer(help="Jobs of the workspace.", no_args_is_help=True)
 
@@ -41,7 +42,7 @@ def job_ls(
         state = " [yellow](paused)[/yellow]" if job["is_paused"] else ""
         state += " [dim](archived)[/dim]" if job["is_archived"] else ""
         state += (
-            "" if job.get("is_served", job["job_type"] == "batch") else not_served(job["job_type"])
+            "" if job.get("is_served", is_served(job["job_type"])) else not_served(job["job_type"])
         )
         trig = ", ".join(humanize(t) for t in job["job_definition"].get("triggers", [])) or "manual"
         last = f"#{latest['number']} {status_markup(latest['status'])}" if latest else "-"

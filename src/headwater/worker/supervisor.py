@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headwater.core import deadlines, outcomes
+from headwater.core import deadlines, outcomes, policy
 from headwater.core.states import RunStatus
 from headwater.loops import SupervisedLoop
 from headwater.store import notify
@@ -236,8 +236,8 @@ class Supervisor:
             raise RuntimeError("the run's job version is missing from the store")
         job_def = version["definition"]
         job_type = job_def["entry_point"]["job_type"]
-        if job_type != "batch":
-            raise RuntimeError(f"{job_type} jobs are not served by Headwater yet")
+        if not policy.is_served(job_type):
+            raise RuntimeError(policy.not_served_reason(job_type))
         launcher, argv = launch_command(run, job_def)
         code_dir = self.launchers.code_dir()
         env, secrets = self.launchers.environment(run, job_def, code_dir)
