@@ -32,7 +32,8 @@ echo "== 3/3 running the demo's jobs"
 import sys, time
 from pathlib import Path
 import duckdb
-from headwater.client import Client, find_server
+from headwater.cli.find import find_server
+from headwater.client import Client
 
 ws = Path(sys.argv[1])
 client = Client(*find_server(ws))

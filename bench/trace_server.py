@@ -57,15 +57,17 @@ def timed(name: str, fn: Any) -> Any:
 def patch() -> None:
     from headwater.events import dispatcher
     from headwater.store import store
-    from headwater.worker import processes, worker
+    from headwater.worker import launchers, logpump, processes, supervisor
 
     for attr, fn in [(a, getattr(store.Store, a)) for a in dir(store.Store)]:  # with its parts
         if callable(fn) and not attr.startswith("__"):
             setattr(store.Store, attr, timed(f"Store.{attr}", fn))
-    for attr in ("_start", "_flush", "_finish", "_read", "_pick_up_cancels", "_finish_exited"):
-        setattr(worker.Worker, attr, timed(f"Worker.{attr}", getattr(worker.Worker, attr)))
-    worker.launch_command = timed("launch_command", worker.launch_command)
-    worker.run_environment = timed("run_environment", worker.run_environment)
+    sup = supervisor.Supervisor
+    for attr in ("start_runs", "_read", "_pick_up_cancels", "finish_exited"):
+        setattr(sup, attr, timed(f"Supervisor.{attr}", getattr(sup, attr)))
+    logpump.LogPump.flush = timed("LogPump.flush", logpump.LogPump.flush)
+    supervisor.launch_command = timed("launch_command", supervisor.launch_command)
+    launchers.run_environment = timed("run_environment", launchers.run_environment)
     processes.ForkServer.spawn = timed("ForkServer.spawn", processes.ForkServer.spawn)
     dispatcher.Dispatcher.run_once = timed("Dispatcher.run_once", dispatcher.Dispatcher.run_once)
 

@@ -22,6 +22,7 @@ def test_the_dsn_carries_the_run_s_secret_as_a_password_and_requests_sends_it() 
     prepared = requests.Request("PUT", f"{dsn}/trace", data="{}").prepare()
     assert prepared.path_url == f"/telemetry/v1/workspaces/ws-1/job-runs/{RUN}/-beacon/trace"
     header = prepared.headers["Authorization"]
+    assert isinstance(header, str)
     assert beacon.secret_from_header(header) == secret
     assert beacon.check(KEY, RUN, secret)
 

@@ -31,5 +31,5 @@ def test_every_error_class_has_the_one_base_and_a_code() -> None:
     assert len(classes) >= 15
     strays = [c.__qualname__ for c in classes if not issubclass(c, HeadwaterError)]
     assert not strays, strays
-    codes = [c.code for c in classes if "code" in c.__dict__]
+    codes = [c.__dict__["code"] for c in classes if "code" in c.__dict__]
     assert len(codes) == len(set(codes)), codes

@@ -11,6 +11,8 @@ from headwater.core.policy import (
     JobFacts,
     TriggerStatus,
     decide,
+    is_served,
+    not_served_reason,
     pipeline_conflict,
     trigger_kind,
 )
@@ -202,3 +204,10 @@ def test_run_does_not_wait_for_other_pipelines(name: str, others: set[str]) -> N
 @pytest.mark.parametrize("name", [None, ""])
 def test_run_without_pipeline_never_waits(name: str | None) -> None:
     assert pipeline_conflict(name, {"", "chess"}) is None
+
+
+@pytest.mark.parametrize("job_type", ["interactive", "stream"])
+def test_only_batch_jobs_are_served(job_type: str) -> None:
+    assert is_served("batch")
+    assert not is_served(job_type)
+    assert not_served_reason(job_type) == f"{job_type} jobs are not served by Headwater"

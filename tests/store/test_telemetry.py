@@ -13,7 +13,12 @@ import pytest
 from headwater.core.traces import TraceError
 from headwater.store import telemetry
 from headwater.store.store import Store
-from headwater.store.telemetry import PipelineRunFilter, TelemetryStore, TooManyPayloads
+from headwater.store.telemetry import (
+    PipelineRunFilter,
+    StatsQuery,
+    TelemetryStore,
+    TooManyPayloads,
+)
 from tests.store.test_store import add_jobs, job_spec, run_request, to_running
 
 TRACES = Path(__file__).parents[1] / "core" / "traces"
@@ -167,3 +172,131 @@ def test_list_filters_sorts_and_pages(store: Store, ws: str, tele: TelemetryStor
     everything.start = STARTED - timedelta(days=7)
     assert names(everything)[1] == 3
     assert tele.list_pipeline_runs("elsewhere", window(), limit=10, offset=0) == ([], 0)
+
+
+def python_stats(rows: list[dict[str, Any]], q: StatsQuery) -> list[dict[str, Any]]:
+    """The stats as Headwater grouped them in Python before the store's one GROUP BY: the
+    reference the SQL must answer the same as."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: (r["started_at"], r["id"])):
+        if row[q.by] is not None:
+            groups.setdefault(row[q.by], []).append(row)
+    out = []
+    for key, runs in groups.items():
+        latest, total = runs[-1], len(runs)
+        succeeded = sum(r["status"] == "succeeded" for r in runs)
+        durations = [r["duration_ms"] for r in runs if r["duration_ms"] is not None]
+        out.append(
+            {
+                "group_key": key,
+                "total_pipeline_run_count": total,
+                "succeeded_pipeline_run_count": succeeded,
+                "success_ratio": succeeded / total,
+                "total_rows_loaded": sum(r["total_rows_loaded"] or 0 for r in runs),
+                "total_bytes_loaded": sum(r["total_bytes_loaded"] or 0 for r in runs),
+                "average_duration_ms": round(sum(durations) / len(durations))
+                if durations
+                else None,
+                "latest_destination_name": latest["destination_name"],
+                "latest_pipeline_run_at": latest["started_at"],
+                "latest_status": latest["status"],
+                "total_rows_extracted": sum(r["total_rows_extracted"] or 0 for r in runs),
+                "total_duration_ms": sum(durations),
+                "latest_dataset_name": latest["dataset_name"],
+                "distinct_pipeline_count": len({r["pipeline_name"] for r in runs}),
+                "schema_migration_count": sum(bool(r["has_schema_migration"]) for r in runs),
+                "latest_pipeline_name": latest["pipeline_name"],
+                "latest_pipeline_run_id": latest["id"],
+            }
+        )
+    out = [
+        x
+        for x in out
+        if (not q.latest_statuses or x["latest_status"] in q.latest_statuses)
+        and (
+            not q.latest_destination_names
+            or x["latest_destination_name"] in q.latest_destination_names
+        )
+    ]
+    for key, direction in reversed(q.sort):
+        k = "group_key" if key == q.by else key
+        desc = direction == "desc"
+        out.sort(key=lambda x, k=k, d=desc: ((x[k] is None) != d, x[k]), reverse=desc)
+    return out
+
+
+def test_stats_group_sort_and_page_as_python_did(
+    store: Store, ws: str, tele: TelemetryStore
+) -> None:
+    runs = [new_run(store, ws, f"jobs.m.j{i}") for i in range(3)]
+    names = ["alpha", "Beta", "beta", "gamma", "ümlaut", "_x"]
+    rows = []
+    for i in range(60):
+        started = STARTED + timedelta(minutes=i % 17)  # ties on started_at across groups
+        duration = None if i % 5 == 0 else [1, 2, 3, 10, 15][i % 4] * (i % 3 + 1)
+        rows.append(
+            {
+                "id": f"{(i * 7919) % 1000:08d}-0000-0000-0000-000000000000",
+                "workspace_id": ws,
+                "run_id": runs[i % 3]["id"],
+                "trace_id": "t",
+                "transaction_id": f"tx{i}",
+                "pipeline_name": names[i % len(names)],
+                "status": "failed" if i % 4 == 1 else "succeeded",
+                "destination_name": [None, "duckdb", "postgres"][i % 3],
+                "destination_type": None,
+                "dataset_name": [None, "raw", "Raw", "staging"][i % 4],
+                "started_at": started,
+                "finished_at": None,
+                "duration_ms": duration,
+                "total_rows_extracted": i * 3,
+                "total_rows_loaded": (i * 37) % 11,
+                "total_bytes_loaded": i * 100,
+                "is_empty_run": False,
+                "has_failed_load_jobs": False,
+                "has_pending_packages": False,
+                "has_schema_migration": [None, True, False][i % 3],
+                "error_step": None,
+                "error_message": None,
+                "dlt_version": None,
+                "detail": {},
+                "created_at": started,
+                "updated_at": started,
+            }
+        )
+    for i, (name, duration) in enumerate(
+        [("half", 2), ("half", 3), ("half_odd", 3), ("half_odd", 4), ("third", 1), ("third", 0)]
+    ):
+        # means of 2.5, 3.5 and 0.5: Python rounds half to even
+        rows.append({**rows[i], "id": f"h{i}", "transaction_id": f"h{i}", "pipeline_name": name})
+        rows[-1]["duration_ms"] = duration
+    with store.engine.begin() as conn:
+        conn.execute(telemetry.PR.insert(), rows)
+    everything, _ = tele.list_pipeline_runs(ws, window(), limit=1000, offset=0)
+    sorts: list[list[tuple[str, str]]] = [[("latest_pipeline_run_at", "desc")]]
+    for key in (*telemetry.STATS_SORTABLE, "by"):
+        sorts += [[(key, "asc")], [(key, "desc")]]
+    sorts += [[("success_ratio", "desc"), ("average_duration_ms", "asc")]]
+    for by in ("pipeline_name", "dataset_name"):
+        for sort in sorts:
+            for latest in (
+                {},
+                {"latest_statuses": ["failed"]},
+                {"latest_destination_names": ["duckdb"]},
+            ):
+                q = StatsQuery(by=by, sort=[(by if k == "by" else k, d) for k, d in sort], **latest)
+                expected = python_stats(everything, q)
+                got, total = tele.stats(ws, window(), q, limit=1000, offset=0)
+                assert total == len(expected)
+                drop = ("first_at", "first_id")
+                assert [{k: v for k, v in g.items() if k not in drop} for g in got] == expected, (
+                    by,
+                    sort,
+                    latest,
+                )
+                page, total = tele.stats(ws, window(), q, limit=2, offset=1)
+                assert [x["group_key"] for x in page] == [x["group_key"] for x in expected[1:3]]
+    assert tele.stats("elsewhere", window(), StatsQuery(by="pipeline_name"), limit=9, offset=0) == (
+        [],
+        0,
+    )

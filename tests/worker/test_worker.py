@@ -13,7 +13,9 @@ from sqlalchemy.exc import OperationalError
 from headwater.core.states import RunStatus
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.store import Store
-from headwater.worker.worker import STARTUP_WINDOW_S, RunHandle, RunLog, Worker
+from headwater.worker.coordinator import IDLE_WAIT_S
+from headwater.worker.supervisor import STARTUP_WINDOW_S, RunHandle
+from headwater.worker.worker import Worker
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def test_only_live_runs_inside_the_window_count_as_starting(worker: Worker) -> N
         handle(3, now - STARTUP_WINDOW_S - 0.1),  # past its start-up
         handle(4, now - 0.05, exit_code=0),  # already over
     ):
-        worker._handles[h.run["id"]] = h
+        worker.supervisor.adopt([h])
 
     count, next_leaves = worker.starting(now)
 
@@ -66,7 +68,7 @@ def test_started_processes_are_supervised_even_when_the_store_fails(
     os.close(out_w)
     spawned = handle(4242, time.monotonic())
     spawned.streams = {out_r: "stdout"}
-    monkeypatch.setattr(worker, "_spawn", lambda run: (spawned, "fork"))
+    monkeypatch.setattr(worker.supervisor, "spawn", lambda run: (spawned, "fork"))
 
     def broken(*_a: object, **_k: object) -> None:
         raise RuntimeError("database is locked")
@@ -74,11 +76,29 @@ def test_started_processes_are_supervised_even_when_the_store_fails(
     monkeypatch.setattr(worker.store, "transition_many", broken)
 
     with pytest.raises(RuntimeError, match="database is locked"):
-        worker._start_all([{"id": "4242"}])
+        worker.supervisor.start_runs([{"id": "4242"}])
 
-    assert worker._handles["4242"] is spawned
-    assert worker._by_pid[4242] is spawned
-    worker._close_stream(out_r, spawned)
+    assert worker.active()["4242"] is spawned
+    assert worker.supervisor.handle_of(4242) is spawned
+    worker.supervisor.close_stream(out_r, spawned)
+
+
+def test_a_worker_at_its_start_limit_claims_nothing_until_a_start_slot_frees(
+    worker: Worker,
+) -> None:
+    run = a_run(worker)
+    now = time.monotonic()
+    worker.supervisor.adopt([handle(1, now - 0.1), handle(2, now - 0.3)])  # max_starting=2
+
+    wait = worker.coordinator.run_once(now)
+
+    assert wait == pytest.approx(STARTUP_WINDOW_S - 0.3)
+    stored_run = worker.store.get_run(run["id"])
+    assert stored_run is not None and stored_run["status"] == RunStatus.PENDING.value
+
+
+def test_a_worker_with_nothing_pending_waits_for_a_wake_up(worker: Worker) -> None:
+    assert worker.coordinator.run_once(time.monotonic()) == IDLE_WAIT_S
 
 
 # -- the log pump ---------------------------------------------------------------------------
@@ -92,7 +112,7 @@ def a_run(worker: Worker) -> dict[str, Any]:
     job = add_jobs(worker.store, ws, job_spec("jobs.m.a", concurrency=None))["jobs.m.a"]
     run = worker.store.create_run(run_request(job, concurrency=None)).run
     assert run is not None
-    worker._logs[run["id"]] = RunLog()
+    worker.logs.open(run["id"], [])
     return run
 
 
@@ -114,8 +134,8 @@ def failing_for(worker: Worker, monkeypatch: pytest.MonkeyPatch, times: int) -> 
 
 def flush_until_written(worker: Worker, turns: int = 20) -> None:
     for _ in range(turns):
-        worker._retry_at = 0.0  # no back-off wait in a test
-        if worker._flush():
+        worker.logs.retry_at = 0.0  # no back-off wait in a test
+        if worker.logs.flush():
             return
     raise AssertionError("the buffered lines were never written")
 
@@ -130,38 +150,38 @@ def test_log_lines_wait_while_the_store_cannot_write_and_none_are_lost(
     run = a_run(worker)
     attempts = failing_for(worker, monkeypatch, 3)
     for i in range(150):
-        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
-    assert worker._flush() is False  # the store failed: the lines stay buffered
+        worker.logs.queue(run["id"], f"line {i}", "user", "run", "stdout")
+    assert worker.logs.flush() is False  # the store failed: the lines stay buffered
     for i in range(150, 300):
-        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+        worker.logs.queue(run["id"], f"line {i}", "user", "run", "stdout")
     flush_until_written(worker)
 
     assert attempts[0] == 4
     lines = stored(worker, run["id"])
     assert [x["content"] for x in lines] == [f"line {i}" for i in range(300)]
     assert [x["line_num"] for x in lines] == list(range(300))
-    assert worker._buffered == [0, 0]
+    assert worker.logs.buffered == [0, 0]
 
 
 def test_lines_beyond_the_buffer_are_counted_in_a_stored_line_and_the_runs_reason(
     worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = {**a_run(worker), "number": 1}
-    worker.max_buffered_lines = 60
+    worker.logs.max_buffered_lines = 60
     failing_for(worker, monkeypatch, 2)
     for i in range(300):
-        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
-    assert worker._flush() is False
-    worker._retry_at = 0.0
-    assert worker._flush() is False
+        worker.logs.queue(run["id"], f"line {i}", "user", "run", "stdout")
+    assert worker.logs.flush() is False
+    worker.logs.retry_at = 0.0
+    assert worker.logs.flush() is False
     flush_until_written(worker)
-    worker._queue(run["id"], "after the outage", "user", "run", "stdout")
+    worker.logs.queue(run["id"], "after the outage", "user", "run", "stdout")
 
     moves: list[Any] = []
     monkeypatch.setattr(worker.store, "transition_many", moves.extend)
     h = RunHandle(run=run, pid=4343, streams={}, exit_code=0, exited_at=time.monotonic())
-    worker._handles[run["id"]] = h
-    worker._finish_exited()
+    worker.supervisor.adopt([h])
+    worker.supervisor.finish_exited(time.monotonic())
 
     contents = [x["content"] for x in stored(worker, run["id"])]
     assert contents[:60] == [f"line {i}" for i in range(60)]
@@ -179,15 +199,15 @@ def test_a_run_past_its_cap_stores_one_marker_and_ends_normally(
     worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = {**a_run(worker), "number": 2}
-    worker.max_log_lines = 5
+    worker.logs.max_log_lines = 5
     for i in range(20):
-        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+        worker.logs.queue(run["id"], f"line {i}", "user", "run", "stdout")
     moves: list[Any] = []
     monkeypatch.setattr(worker.store, "transition_many", moves.extend)
-    worker._handles[run["id"]] = RunHandle(
-        run=run, pid=4344, streams={}, exit_code=0, exited_at=time.monotonic()
+    worker.supervisor.adopt(
+        [RunHandle(run=run, pid=4344, streams={}, exit_code=0, exited_at=time.monotonic())]
     )
-    worker._finish_exited()
+    worker.supervisor.finish_exited(time.monotonic())
 
     contents = [x["content"] for x in stored(worker, run["id"])]
     assert contents[:5] == [f"line {i}" for i in range(5)]
@@ -210,14 +230,14 @@ def test_a_failed_runs_reason_names_the_exception_it_died_of(
         '    raise ValueError("boom")',
         "ValueError: boom",
     ):
-        worker._queue(run["id"], text, "user", "run", "stderr")
-    worker._queue(run["id"], "printed meanwhile", "user", "run", "stdout")
+        worker.logs.queue(run["id"], text, "user", "run", "stderr")
+    worker.logs.queue(run["id"], "printed meanwhile", "user", "run", "stdout")
     moves: list[Any] = []
     monkeypatch.setattr(worker.store, "transition_many", moves.extend)
-    worker._handles[run["id"]] = RunHandle(
-        run=run, pid=4345, streams={}, exit_code=1, exited_at=time.monotonic()
+    worker.supervisor.adopt(
+        [RunHandle(run=run, pid=4345, streams={}, exit_code=1, exited_at=time.monotonic())]
     )
-    worker._finish_exited()
+    worker.supervisor.finish_exited(time.monotonic())
 
     assert moves == [
         (run["id"], RunStatus.FAILED, {"exit_code": 1, "reason": "ValueError: boom (exit code 1)"})
@@ -230,16 +250,16 @@ def test_an_ended_run_whose_lines_cannot_be_written_ends_in_time_saying_so(
     run = {**a_run(worker), "number": 4}
     failing_for(worker, monkeypatch, 10**6)
     for i in range(10):
-        worker._queue(run["id"], f"line {i}", "user", "run", "stdout")
+        worker.logs.queue(run["id"], f"line {i}", "user", "run", "stdout")
     moves: list[Any] = []
     monkeypatch.setattr(worker.store, "transition_many", moves.extend)
     h = RunHandle(run=run, pid=4346, streams={}, exit_code=0, exited_at=time.monotonic())
-    worker._handles[run["id"]] = h
-    worker._finish_exited()
-    assert moves == [] and run["id"] in worker._handles  # waits for the store a while
+    worker.supervisor.adopt([h])
+    worker.supervisor.finish_exited(time.monotonic())
+    assert moves == [] and run["id"] in worker.active()  # waits for the store a while
 
-    worker.log_give_up_s = 0.0
-    worker._finish_exited()
+    worker.supervisor.log_give_up_s = 0.0
+    worker.supervisor.finish_exited(time.monotonic())
     # the 10 lines and the run's own last line
     assert moves == [
         (
@@ -248,4 +268,4 @@ def test_an_ended_run_whose_lines_cannot_be_written_ends_in_time_saying_so(
             {"exit_code": 0, "reason": "11 log lines lost (the store could not write them)"},
         )
     ]
-    assert worker._logs == {} and worker._buffered == [0, 0]
+    assert worker.logs.runs == {} and worker.logs.buffered == [0, 0]

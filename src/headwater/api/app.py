@@ -20,14 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from headwater.api.auth import Authenticator
 from headwater.api.context import ApiContext
 from headwater.api.limits import BodyLimit, RejectNul
-from headwater.api.responses import (
-    ERROR_RESPONSES,
-    ApiError,
-    JSONBody,
-    document_errors,
-    error_body,
-)
+from headwater.api.responses import ERROR_RESPONSES, JSONBody, document_errors, error_body
 from headwater.api.routes import (
+    beacon,
     deployments,
     jobs,
     keys,
@@ -40,6 +35,7 @@ from headwater.api.routes import (
     workspace,
     workspace_variables,
 )
+from headwater.core.errors import HeadwaterError
 
 __all__ = ["ApiContext", "create_app"]
 
@@ -107,9 +103,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_middleware(ServerErrors)  # the last added is the outermost
     document_errors(app)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_req: Request, ex: ApiError) -> Response:
-        return error_body(ex.status_code, str(ex.detail), ex.code, ex.extra)
+    @app.exception_handler(HeadwaterError)
+    async def _headwater_error(req: Request, ex: HeadwaterError) -> Response:
+        """Any error of Headwater's own (`ApiError` too) as the API's error body: its class's
+        code and status; one with no status is not the client's doing, a 500."""
+        if ex.status is None:
+            log.error("error answering %s %s", req.method, req.url.path, exc_info=ex)
+            return internal_error()
+        return error_body(ex.status, str(ex), ex.code, ex.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_req: Request, ex: StarletteHTTPException) -> Response:
@@ -146,6 +147,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # the trigger routes' routers first: requests are matched against routes in order
     routers = (jobs, runs, workspace, logs, keys, legacy, deployments, organizations, webhooks)
-    for module in (*routers, workspace_variables, telemetry):
+    for module in (*routers, workspace_variables, beacon, telemetry):
         app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app

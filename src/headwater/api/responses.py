@@ -34,7 +34,11 @@ class ApiError(HeadwaterError, HTTPException):
     def __init__(self, status_code: int, detail: str, code: str, extra: Any = None) -> None:
         super().__init__(status_code=status_code, detail=detail)
         self.code = code
+        self.status = status_code
         self.extra = extra
+
+    def __str__(self) -> str:
+        return str(self.detail)
 
 
 def error_body(status: int, detail: str, code: str, extra: Any = None) -> JSONBody:

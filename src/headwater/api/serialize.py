@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlt._workspace.deployment._job_ref import short_name
 from dlt._workspace.profile import DEFAULT_PROFILE
 
+from headwater.api.responses import MAX_INT
+from headwater.core.policy import is_served
 from headwater.workspace.launch import effective_profile
+
+if TYPE_CHECKING:
+    from headwater.workspace.deployments import DeployResult
 
 SYSTEM_NS = uuid.UUID("6f1d8f3e-9c1e-4a8b-9a0e-7f4c2b1d5e60")
 
@@ -109,7 +114,7 @@ def job(j: dict[str, Any], base_url: str, default_profile: str = DEFAULT_PROFILE
         "is_paused": j["is_paused"],
         "is_archived": j["is_archived"],
         # Headwater's own: interactive and stream jobs are listed, but not run here yet
-        "is_served": j["job_type"] == "batch",
+        "is_served": is_served(j["job_type"]),
     }
 
 
@@ -135,6 +140,29 @@ def job_version(
         "updated_at": v["created_at"],
         "max_run_time_seconds": int(timeout_s) if timeout_s else 0,
         "provider": "local",
+    }
+
+
+def deploy_answer(result: DeployResult, base_url: str, default_profile: str) -> dict[str, Any]:
+    """A DeployWorkspaceResponse: the job receipt of a remote deploy (`-deploy`)."""
+    succeeded, skipped = [], []
+    for o in result.outcomes:
+        j = {**o.job, "next_run_at": o.job.get("next_run_at")}
+        previous = (
+            job_version(o.previous_version, j, None, default_profile)
+            if o.previous_version
+            else None
+        )
+        item = {
+            "job": job(j, base_url, default_profile),
+            "outcome": o.outcome,
+            "previous_version": previous,
+        }
+        (skipped if o.outcome == "unchanged" else succeeded).append(item)
+    return {
+        "job_receipt": {"succeeded": succeeded, "skipped": skipped, "failed": []},
+        "warnings": result.warnings,
+        "deployment_module": result.deployment_module,
     }
 
 
@@ -235,3 +263,119 @@ def pipeline_run_summary(p: dict[str, Any]) -> dict[str, Any]:
         "started_at": p["started_at"],
         "finished_at": p["finished_at"],
     }
+
+
+# -- telemetry (`/telemetry/v1`) ---------------------------------------------------------
+
+
+def job_result(row: dict[str, Any], run: dict[str, Any], job_ref: str | None) -> Any:
+    """JobResultResponse: the envelope's promoted scalars (an agent's come from its trace)."""
+    env = row["payload"]
+    trace = env.get("trace") if isinstance(env.get("trace"), dict) else {}
+
+    def pick(key: str, kind: type | tuple[type, ...]) -> Any:
+        value = env.get(key, trace.get(key))
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    cost = env.get("cost_usd", trace.get("cost_usd"))
+    version = env.get("engine_version")
+    return {
+        "id": row["id"],
+        "job_run_id": run["id"],
+        "job_ref": env.get("job_ref") if isinstance(env.get("job_ref"), str) else job_ref,
+        "result_type": env["type"],
+        "engine_version": version if isinstance(version, int) and version <= MAX_INT else 1,
+        "created_at": row["received_at"],
+        "updated_at": row["received_at"],
+        "result": env.get("result"),
+        "summary": pick("summary", str),
+        "agent_status": pick("status", str),
+        "model": pick("model", str),
+        "loop_type": pick("loop_type", str),
+        "stop_reason": pick("stop_reason", str),
+        "input_tokens": pick("input_tokens", int),
+        "output_tokens": pick("output_tokens", int),
+        "total_tokens": pick("total_tokens", int),
+        "turn_count": pick("turn_count", int),
+        "cost_usd": None if cost is None or isinstance(cost, bool) else str(cost),
+    }
+
+
+def pipeline_run(row: dict[str, Any]) -> dict[str, Any]:
+    """PipelineRunResponse, plus the job run and transaction it belongs to."""
+    return {
+        "id": row["id"],
+        "pipeline_name": row["pipeline_name"],
+        "status": row["status"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "dataset_name": row["dataset_name"],
+        "destination_name": row["destination_name"],
+        "dlt_version": row["dlt_version"],
+        "duration_ms": row["duration_ms"],
+        "error_message": row["error_message"],
+        "error_step": row["error_step"],
+        "finished_at": row["finished_at"],
+        "has_schema_migration": row["has_schema_migration"],
+        "started_at": row["started_at"],
+        "total_bytes_loaded": row["total_bytes_loaded"],
+        "total_rows_extracted": row["total_rows_extracted"],
+        "total_rows_loaded": row["total_rows_loaded"],
+        "job_run_id": row["run_id"],
+        "transaction_id": row["transaction_id"],
+    }
+
+
+def detailed_pipeline_run(row: dict[str, Any]) -> dict[str, Any]:
+    """DetailedPipelineRunResponse."""
+    detail = row["detail"] or {}
+    packages = detail.get("load_packages") or []
+    return {
+        **pipeline_run(row),
+        "destination_type": row["destination_type"],
+        "dlt_plus_version": None,
+        "error_traceback": detail.get("error_traceback"),
+        "extract_duration_ms": detail.get("extract_duration_ms"),
+        "normalize_duration_ms": detail.get("normalize_duration_ms"),
+        "load_duration_ms": detail.get("load_duration_ms"),
+        "has_failed_load_jobs": row["has_failed_load_jobs"],
+        "has_pending_packages": row["has_pending_packages"],
+        "is_empty_run": row["is_empty_run"],
+        "load_package_count": len(packages),
+        "load_packages": packages,
+        "os_name": detail.get("os_name"),
+        "os_version": detail.get("os_version"),
+        "python_version": detail.get("python_version"),
+        "resources": detail.get("resources") or [],
+        "tables": detail.get("tables") or [],
+        "total_bytes_extracted": sum(
+            t.get("bytes_extracted") or 0 for t in detail.get("tables") or []
+        ),
+    }
+
+
+def activity(by: str, row: dict[str, Any]) -> dict[str, Any]:
+    """PipelineStatsResponse (`by="pipeline_name"`) or DatasetStatsResponse of one group, from
+    a row of `TelemetryStore.stats`."""
+    out: dict[str, Any] = {
+        by: row["group_key"],
+        "total_pipeline_run_count": row["total_pipeline_run_count"],
+        "succeeded_pipeline_run_count": row["succeeded_pipeline_run_count"],
+        "success_ratio": row["success_ratio"],
+        "total_rows_loaded": row["total_rows_loaded"],
+        "total_bytes_loaded": row["total_bytes_loaded"],
+        "average_duration_ms": row["average_duration_ms"],
+        "latest_destination_name": row["latest_destination_name"],
+        "latest_pipeline_run_at": row["latest_pipeline_run_at"],
+        "latest_status": row["latest_status"],
+    }
+    if by == "pipeline_name":
+        out["total_rows_extracted"] = row["total_rows_extracted"]
+        out["total_duration_ms"] = row["total_duration_ms"]
+        out["latest_dataset_name"] = row["latest_dataset_name"]
+    else:
+        out["distinct_pipeline_count"] = row["distinct_pipeline_count"]
+        out["schema_migration_count"] = row["schema_migration_count"]
+        out["latest_pipeline_name"] = row["latest_pipeline_name"]
+        out["latest_pipeline_run_id"] = row["latest_pipeline_run_id"]
+    return out

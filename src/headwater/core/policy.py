@@ -16,6 +16,7 @@ class TriggerStatus(StrEnum):
     TRIGGERED = "triggered"
     SKIPPED_PAUSED = "skipped_paused"
     SKIPPED_CONCURRENCY_LIMIT = "skipped_concurrency_limit"
+    SKIPPED_NOT_SERVED = "skipped_not_served"
     SKIPPED_ARCHIVED = "skipped_workspace_archived"
     """The workspace is archived, or the job is: the API has no status of its own for
     an archived job, so both answer this one and tell them apart by their reasons."""
@@ -23,6 +24,20 @@ class TriggerStatus(StrEnum):
 
 TIMED_TRIGGER_KINDS = frozenset({"schedule", "every", "once"})
 """Trigger kinds a paused job stops firing; every other kind still works."""
+
+SERVED_JOB_TYPES = frozenset({"batch"})
+"""Job types Headwater runs. Interactive (notebooks, apps) and stream jobs are listed and
+published, but not run here yet: their triggers answer `skipped_not_served`."""
+
+
+def is_served(job_type: str) -> bool:
+    """Whether Headwater runs jobs of this type (the one "not served" rule)."""
+    return job_type in SERVED_JOB_TYPES
+
+
+def not_served_reason(job_type: str) -> str:
+    """Why a trigger of a job Headwater does not serve creates no run."""
+    return f"{job_type} jobs are not served by Headwater"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ PACKAGE_STATUSES = ("new", "extracted", "normalized", "loaded", "aborted")
 class TraceError(HeadwaterError, ValueError):
     """The payload is not a pipeline trace (no pipeline name or transaction id)."""
 
-    code = "invalid_trace"
+    code = "invalid_payload"
+    status = 400
 
 
 def text(value: Any, limit: int = 10_000) -> str | None:

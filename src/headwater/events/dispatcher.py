@@ -8,12 +8,11 @@ the cursor) still makes one run.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from headwater.loops import SupervisedLoop, TopicWake
 from headwater.store import notify
 from headwater.store.store import Store
 from headwater.workspace.launch import fire
@@ -37,10 +36,15 @@ class Dispatcher:
         self.store = store
         self.ws_id = ws_id
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = SupervisedLoop(
+            "dispatcher",
+            self._step,
+            clock,
+            TopicWake(store.notifier, notify.EVENTS),
+            period=1.0,
+        )
         self._position: int | None = None
-        self._saved_at = 0.0
+        self._saved_at: datetime | None = None
         self._jobs: tuple[int, list[dict[str, Any]]] | None = None
 
     def _active_jobs(self, fresh: bool = False) -> list[dict[str, Any]]:
@@ -54,19 +58,16 @@ class Dispatcher:
         if self.store.get_cursor(CURSOR) is None:
             # a new store starts at its beginning; events are never replayed past the cursor
             self.store.set_cursor(CURSOR, 0)
-        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.store.notifier.notify(notify.EVENTS)
-        if self._thread is not None:
-            self._thread.join(5)
+        self._loop.stop()
         if self._position is not None:
             self.store.set_cursor(CURSOR, self._position)
 
-    def run_once(self) -> int:
-        """Handle the events after the cursor; answers how many were read."""
+    def run_once(self, now: datetime | None = None) -> int:
+        """Handle the events after the cursor at `now`; answers how many were read."""
+        now = self.clock() if now is None else now
         if self._position is None:
             self._position = self.store.get_cursor(CURSOR) or 0
         events = self.store.events_after(self._position)
@@ -78,18 +79,20 @@ class Dispatcher:
             if kind in CHAIN_TRIGGERS or kind == "deployment.loaded":
                 # a deployment event may race its own JOBS wake-up: read the jobs anew
                 jobs = self._active_jobs(fresh=kind == "deployment.loaded")
-                fired = self._handle(event, jobs) or fired
+                fired = self._handle(event, jobs, now) or fired
         self._position = events[-1]["id"]
-        now = time.monotonic()
-        if fired or now - self._saved_at > CURSOR_SAVE_S:
+        if (
+            fired
+            or self._saved_at is None
+            or (now - self._saved_at).total_seconds() > CURSOR_SAVE_S
+        ):
             # runs fired above carry `event:<id>` keys, so a replay after a crash is harmless
             self.store.set_cursor(CURSOR, self._position)
             self._saved_at = now
         return len(events)
 
-    def _handle(self, event: dict[str, Any], jobs: list[dict[str, Any]]) -> bool:
-        """Fire the jobs an event triggers; answers whether any was fired."""
-        now = self.clock()
+    def _handle(self, event: dict[str, Any], jobs: list[dict[str, Any]], now: datetime) -> bool:
+        """Fire the jobs an event triggers at `now`; answers whether any was fired."""
         if event["kind"] == "deployment.loaded":
             wanted = "deployment:"
             previous = None
@@ -117,12 +120,6 @@ class Dispatcher:
                 log.info("%s fired %s: %s", job["job_ref"], wanted, result.decision.status.value)
         return fired
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            seen = self.store.notifier.version(notify.EVENTS)
-            try:
-                if self.run_once():
-                    continue
-            except Exception:
-                log.exception("event dispatch failed")
-            self.store.notifier.wait(notify.EVENTS, seen, 1.0)
+    def _step(self, now: datetime) -> float | None:
+        """One iteration: at once again while events come, else wait for a wake-up."""
+        return 0 if self.run_once(now) else None

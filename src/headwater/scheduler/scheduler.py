@@ -10,10 +10,10 @@ the run by its key: a tick becomes one run, exactly.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from headwater.loops import SupervisedLoop, TopicWake
 from headwater.store import notify
 from headwater.store.store import Store
 from headwater.workspace import triggers
@@ -35,8 +35,14 @@ class Scheduler:
         self.store = store
         self.ws_id = ws_id
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # a deploy, pause or resume wakes the loop early: the next tick may have moved
+        self._loop = SupervisedLoop(
+            "scheduler",
+            self._step,
+            clock,
+            TopicWake(store.notifier, notify.JOBS),
+            period=MAX_SLEEP_S,
+        )
 
     def run_once(self, now: datetime) -> datetime | None:
         """Fire what is due at `now`; answers when the next tick is due (None: nothing timed)."""
@@ -87,25 +93,14 @@ class Scheduler:
     # -- background loop -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.store.notifier.notify(notify.JOBS)
-        if self._thread is not None:
-            self._thread.join(5)
+        self._loop.stop()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            seen = self.store.notifier.version(notify.JOBS)
-            try:
-                soonest = self.run_once(self.clock())
-            except Exception:
-                log.exception("scheduler iteration failed")
-                soonest = None
-            sleep = MAX_SLEEP_S
-            if soonest is not None:
-                sleep = min(MAX_SLEEP_S, max(0.0, (soonest - self.clock()).total_seconds()) + 0.001)
-            # a deploy, pause or resume wakes us early: the next tick may have moved
-            self.store.notifier.wait(notify.JOBS, seen, sleep)
+    def _step(self, now: datetime) -> float:
+        """One iteration: the seconds to sleep until the next tick is due."""
+        soonest = self.run_once(now)
+        if soonest is None:
+            return MAX_SLEEP_S
+        return min(MAX_SLEEP_S, max(0.0, (soonest - self.clock()).total_seconds()) + 0.001)

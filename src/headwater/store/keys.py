@@ -37,6 +37,7 @@ class AmbiguousKeyError(HeadwaterError, LookupError):
     """A key name or prefix that several active keys share."""
 
     code = "api_key_ambiguous"
+    status = 409
 
     def __init__(self, id_or_name: str, candidates: list[dict[str, Any]]) -> None:
         super().__init__(f"{len(candidates)} active API keys match {id_or_name!r}")

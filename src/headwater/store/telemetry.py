@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import BigInteger, Engine, Float, Select, case, cast, delete, func, insert, select
 
 from headwater.core import traces
 from headwater.core.errors import HeadwaterError
@@ -51,12 +51,22 @@ STATS_COLUMNS = (
     PR.c.has_schema_migration,
 )
 SORTABLE = ("started_at", "finished_at", "duration_ms", "total_rows_loaded", "total_bytes_loaded")
+STATS_SORTABLE = (
+    "average_duration_ms",
+    "latest_pipeline_run_at",
+    "success_ratio",
+    "total_pipeline_run_count",
+    "total_rows_loaded",
+)
+"""What stats sort by, besides the name they group by."""
+SUMMED = ("total_rows_loaded", "total_bytes_loaded", "total_rows_extracted")
 
 
 class TooManyPayloads(HeadwaterError):
     """A run sent more beacon payloads than one run may store."""
 
     code = "too_many_payloads"
+    status = 409
 
 
 @dataclass
@@ -73,6 +83,21 @@ class PipelineRunFilter:
     triggered_by: str | None = None
     """Only the pipeline runs of job runs this key triggered (a trigger key's view)."""
     sort: list[tuple[str, str]] = field(default_factory=lambda: [("started_at", "desc")])
+
+
+@dataclass
+class StatsQuery:
+    """What the stats routes group by, keep and sort, beyond the runs' `PipelineRunFilter`."""
+
+    by: str
+    """`pipeline_name` or `dataset_name`: one row per pipeline, or per dataset."""
+    latest_statuses: Sequence[str] = ()
+    """Only groups whose latest run has one of these statuses."""
+    latest_destination_names: Sequence[str] = ()
+    sort: list[tuple[str, str]] = field(
+        default_factory=lambda: [("latest_pipeline_run_at", "desc")]
+    )
+    """(`by` or one of `STATS_SORTABLE`, `asc`/`desc`), the first key first."""
 
 
 class TelemetryStore:
@@ -211,21 +236,95 @@ class TelemetryStore:
             ).all()
         return [dict(r._mapping) for r in rows], int(total)
 
-    def activity(self, ws_id: str, f: PipelineRunFilter, by: str) -> list[dict[str, Any]]:
-        """One row per pipeline (`by="pipeline_name"`) or dataset (`"dataset_name"`) that ran
-        in the window: its counts, totals and latest run, as the stats routes answer them."""
+    def stats(
+        self, ws_id: str, f: PipelineRunFilter, q: StatsQuery, *, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One row per pipeline (`q.by="pipeline_name"`) or dataset (`"dataset_name"`) that
+        ran in the window: its counts, totals and latest run, as the stats routes answer them.
+
+        One `GROUP BY … ORDER BY … LIMIT`; groups the sort ties keep the order they first ran
+        in, and missing values sort last either way. Answers the page and the total.
+        """
+        stmt = self._stats(ws_id, f, q)
+        ordered = stmt.order_by(*self._stats_order(stmt, q)).limit(limit).offset(offset)
         with self.reader.connect() as conn:
-            rows = conn.execute(
-                select(*STATS_COLUMNS)
-                .where(*self._conditions(ws_id, f))
-                .order_by(PR.c.started_at, PR.c.id)
-            ).all()
-        groups: dict[str, list[Any]] = {}
-        for row in rows:
-            key = getattr(row, by)
-            if key is not None:
-                groups.setdefault(key, []).append(row)
-        return [_activity(by, key, runs) for key, runs in groups.items()]
+            total = conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+            rows = conn.execute(ordered).all()
+        return [_stats_row(r._mapping) for r in rows], int(total)
+
+    def _stats(self, ws_id: str, f: PipelineRunFilter, q: StatsQuery) -> Select[Any]:
+        key = PR.c[q.by]
+        runs = (
+            select(
+                key.label("group_key"),
+                *STATS_COLUMNS,
+                func.row_number()
+                .over(partition_by=key, order_by=(PR.c.started_at.desc(), PR.c.id.desc()))
+                .label("newest"),
+                func.row_number()
+                .over(partition_by=key, order_by=(PR.c.started_at, PR.c.id))
+                .label("oldest"),
+            )
+            .where(*self._conditions(ws_id, f), key.is_not(None))
+            .cte("runs")
+        )
+        succeeded = func.sum(case((runs.c.status == "succeeded", 1), else_=0))
+        durations = cast(func.sum(runs.c.duration_ms), BigInteger)
+        timed = func.count(runs.c.duration_ms)
+        groups = (
+            select(
+                runs.c.group_key,
+                func.count().label("total_pipeline_run_count"),
+                succeeded.label("succeeded_pipeline_run_count"),
+                (cast(succeeded, Float) / func.count()).label("success_ratio"),
+                func.sum(runs.c.total_rows_loaded).label("total_rows_loaded"),
+                func.sum(runs.c.total_bytes_loaded).label("total_bytes_loaded"),
+                func.sum(runs.c.total_rows_extracted).label("total_rows_extracted"),
+                func.coalesce(durations, 0).label("total_duration_ms"),
+                _rounded_mean(durations, timed).label("average_duration_ms"),
+                func.count(runs.c.pipeline_name.distinct()).label("distinct_pipeline_count"),
+                func.sum(case((runs.c.has_schema_migration, 1), else_=0)).label(
+                    "schema_migration_count"
+                ),
+                # the order the groups first ran in breaks the sort's ties
+                func.min(runs.c.started_at).label("first_at"),
+                func.min(case((runs.c.oldest == 1, runs.c.id))).label("first_id"),
+            )
+            .group_by(runs.c.group_key)
+            .subquery("groups")
+        )
+        latest = runs.alias("latest")
+        cond = [latest.c.newest == 1]
+        if q.latest_statuses:
+            cond.append(latest.c.status.in_(list(q.latest_statuses)))
+        if q.latest_destination_names:
+            cond.append(latest.c.destination_name.in_(list(q.latest_destination_names)))
+        return (
+            select(
+                groups,
+                latest.c.destination_name.label("latest_destination_name"),
+                latest.c.started_at.label("latest_pipeline_run_at"),
+                latest.c.status.label("latest_status"),
+                latest.c.dataset_name.label("latest_dataset_name"),
+                latest.c.pipeline_name.label("latest_pipeline_name"),
+                latest.c.id.label("latest_pipeline_run_id"),
+            )
+            .join_from(groups, latest, latest.c.group_key == groups.c.group_key)
+            .where(*cond)
+        )
+
+    def _stats_order(self, stmt: Select[Any], q: StatsQuery) -> list[Any]:
+        cols = stmt.selected_columns
+
+        def bytewise(col: Any) -> Any:
+            # code point order, as SQLite's and Python's, whatever the database's collation
+            return col.collate("C") if self.engine.dialect.name == "postgresql" else col
+
+        order: list[Any] = []
+        for name, direction in q.sort:
+            col: Any = bytewise(cols.group_key) if name == q.by else cols[name]
+            order.append((col.desc() if direction == "desc" else col.asc()).nulls_last())
+        return [*order, cols.first_at, bytewise(cols.first_id)]
 
     def _conditions(self, ws_id: str, f: PipelineRunFilter) -> list[Any]:
         cond = [PR.c.workspace_id == ws_id, PR.c.started_at >= f.start, PR.c.started_at < f.end]
@@ -259,31 +358,19 @@ class TelemetryStore:
             ).scalar_one()
 
 
-def _activity(by: str, key: str, runs: list[Any]) -> dict[str, Any]:
-    """PipelineStatsResponse or DatasetStatsResponse of one group's runs (oldest first)."""
-    latest = runs[-1]
-    total = len(runs)
-    succeeded = sum(r.status == "succeeded" for r in runs)
-    durations = [r.duration_ms for r in runs if r.duration_ms is not None]
-    out: dict[str, Any] = {
-        by: key,
-        "total_pipeline_run_count": total,
-        "succeeded_pipeline_run_count": succeeded,
-        "success_ratio": succeeded / total,
-        "total_rows_loaded": sum(r.total_rows_loaded or 0 for r in runs),
-        "total_bytes_loaded": sum(r.total_bytes_loaded or 0 for r in runs),
-        "average_duration_ms": round(sum(durations) / len(durations)) if durations else None,
-        "latest_destination_name": latest.destination_name,
-        "latest_pipeline_run_at": latest.started_at,
-        "latest_status": latest.status,
-    }
-    if by == "pipeline_name":
-        out["total_rows_extracted"] = sum(r.total_rows_extracted or 0 for r in runs)
-        out["total_duration_ms"] = sum(durations)
-        out["latest_dataset_name"] = latest.dataset_name
-    else:
-        out["distinct_pipeline_count"] = len({r.pipeline_name for r in runs})
-        out["schema_migration_count"] = sum(bool(r.has_schema_migration) for r in runs)
-        out["latest_pipeline_name"] = latest.pipeline_name
-        out["latest_pipeline_run_id"] = latest.id
+def _rounded_mean(total: Any, n: Any) -> Any:
+    """`round(total / n)` as Python rounds (half to even), in integers; NULL when `n` is 0.
+    Exact, where a float division in SQL would round differently on each database."""
+    q, r = total // n, total % n
+    return case(
+        (n == 0, None),
+        else_=q + case((2 * r > n, 1), ((2 * r == n) & (q % 2 == 1), 1), else_=0),
+    )
+
+
+def _stats_row(row: Any) -> dict[str, Any]:
+    """Sums come back as PostgreSQL NUMERIC: integers, as Python summed them."""
+    out = dict(row)
+    for k in SUMMED:
+        out[k] = int(out[k] or 0)
     return out

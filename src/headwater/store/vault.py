@@ -51,7 +51,8 @@ class VaultError(HeadwaterError):
 class VariableError(HeadwaterError, ValueError):
     """A variable name or value the vault does not take."""
 
-    code = "variable_invalid"
+    code = "invalid_variable"
+    status = 400
 
 
 def check_name(name: str) -> None:

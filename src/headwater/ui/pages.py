@@ -24,6 +24,7 @@ from headwater.api.auth import SESSION_TTL, Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.responses import ApiError
 from headwater.core.access import Action, allows
+from headwater.core.policy import is_served
 from headwater.core.states import TERMINAL, RunStatus
 
 COOKIE = "headwater_session"
@@ -92,7 +93,7 @@ def refused_cross_origin() -> HTMLResponse:
 
 def not_served(job: dict[str, Any]) -> str:
     """A plain mark on jobs Headwater lists but does not run (interactive ones)."""
-    if job["job_type"] == "batch":
+    if is_served(job["job_type"]):
         return ""
     return f" <span class='dim'>({e(job['job_type'])}: not served)</span>"
 

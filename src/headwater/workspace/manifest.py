@@ -32,6 +32,7 @@ class ManifestError(HeadwaterError):
     """The workspace's manifest could not be read; `detail` is dlt's message."""
 
     code = "invalid_manifest"
+    status = 400
 
     def __init__(self, detail: str, error_type: str = "") -> None:
         super().__init__(detail)

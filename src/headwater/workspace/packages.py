@@ -63,18 +63,21 @@ class PackageError(HeadwaterError, ValueError):
     """An upload that is not a package dlt would build; the reason says what is wrong."""
 
     code = "invalid_package"
+    status = 400
 
 
 class PackageTooLarge(PackageError):
     """An upload past one of the bounds above (413)."""
 
     code = "payload_too_large"
+    status = 413
 
 
 class PackageMissing(HeadwaterError):
     """A recorded package whose files are not on this server's disk (deleted, never stored)."""
 
     code = "package_missing"
+    status = 409
 
 
 @dataclass(frozen=True)

@@ -40,19 +40,24 @@ TIMED_KINDS = ("schedule", "every", "once")
 
 
 class JobRefError(HeadwaterError):
-    """A job reference that names no job, or more than one."""
+    """A job reference that names no job (404), or more than one (400, with them)."""
 
-    code = "job_ref_invalid"
+    code = "job_not_found"
+    status = 404
 
     def __init__(self, ref: str, reason: str, candidates: Sequence[str] = ()) -> None:
         super().__init__(reason)
         self.ref = ref
         self.reason = reason
         self.candidates = list(candidates)
+        if self.candidates:
+            self.code, self.status = "ambiguous_job_ref", 400
+            self.extra = {"candidates": self.candidates}
 
 
 class TriggerError(HeadwaterError, ValueError):
-    code = "trigger_invalid"
+    code = "invalid_trigger"
+    status = 400
 
     def __init__(self, trigger: str, reason: str) -> None:
         super().__init__(f"invalid trigger {trigger!r}: {reason}")

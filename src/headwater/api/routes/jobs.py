@@ -16,6 +16,7 @@ from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
 from headwater.api.limits import check_parameters
 from headwater.api.responses import MAX_INT, ApiError
+from headwater.core import policy
 from headwater.core.access import Action
 from headwater.workspace import triggers
 from headwater.workspace.launch import fire_async
@@ -209,10 +210,10 @@ async def trigger_many(
             "job_run": None,
             "reasons": None,
         }
-        if job["job_type"] != "batch":
+        if not policy.is_served(job["job_type"]):
             item.update(
-                status="skipped_not_served",
-                reasons=[f"{job['job_type']} jobs are not served by Headwater"],
+                status=policy.TriggerStatus.SKIPPED_NOT_SERVED.value,
+                reasons=[policy.not_served_reason(job["job_type"])],
             )
             skipped.append(item)
             continue

@@ -22,7 +22,7 @@ from headwater.api.limits import check_parameters
 from headwater.api.responses import ApiError
 from headwater.api.routes.jobs import TriggerJobsRequest, trigger_many
 from headwater.core.access import Action
-from headwater.workspace.triggers import JobRefError, resolve_ref
+from headwater.workspace.triggers import resolve_ref
 
 
 class ScriptsTriggerRequest(BaseModel):
@@ -74,13 +74,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         by_ref = {j["job_ref"]: j for j in jobs}
         job_ids = []
         for ref in body.job_refs or []:
-            try:
-                full = resolve_ref(ref, list(by_ref))
-            except JobRefError as ex:
-                status = 400 if ex.candidates else 404
-                code = "ambiguous_job_ref" if ex.candidates else "job_not_found"
-                extra = {"candidates": ex.candidates} if ex.candidates else None
-                raise ApiError(status, ex.reason, code, extra) from ex
+            full = resolve_ref(ref, list(by_ref))  # `JobRefError`: a 404, or 400 if ambiguous
             job_ids.append(by_ref[full]["id"])
         request_body = TriggerJobsRequest(
             job_ids=job_ids or None,

@@ -15,6 +15,7 @@ from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
 from headwater.api.limits import check_parameters
 from headwater.api.responses import MAX_INT, ApiError
+from headwater.core import policy
 from headwater.core.access import Action, Scope
 from headwater.core.states import TERMINAL, RunStatus
 from headwater.workspace import triggers
@@ -87,14 +88,11 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         )
 
     async def start(job: dict[str, Any], body: CreateJobRunRequest, p: Principal) -> Any:
-        try:
-            trigger = triggers.check_trigger(body.trigger)
-        except triggers.TriggerError as ex:
-            raise ApiError(400, str(ex), "invalid_trigger") from ex
+        trigger = triggers.check_trigger(body.trigger)  # `TriggerError`: a 400
         if trigger == "manual:":  # the SDK's default: record whose manual run it is
             trigger = triggers.manual_trigger(job["definition"])
-        if job["job_type"] != "batch":
-            raise ApiError(409, f"{job['job_type']} jobs are not served by Headwater", "not_served")
+        if not policy.is_served(job["job_type"]):
+            raise ApiError(409, policy.not_served_reason(job["job_type"]), "not_served")
         result = await fire_async(
             store,
             job,

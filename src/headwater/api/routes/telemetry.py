@@ -1,9 +1,9 @@
-"""Run telemetry on the data plane: the beacon runs report to, and what clients read of it.
+"""Run telemetry on the data plane: what clients read of what runs sent their beacon.
 
-A run's dlt PUTs its pipeline traces, schemas and job result to the run's beacon
-(`RUNTIME__DLTHUB_DSN`, see `core/beacon.py`); the routes under
-`/telemetry/v1/workspaces/{ws}` answer the job result, the result envelope
-(`dlthub job runs result`), and the pipeline runs derived from the traces.
+The routes under `/telemetry/v1/workspaces/{ws}` answer the job result, the result
+envelope (`dlthub job runs result`), the pipeline runs derived from the traces and their
+stats per pipeline and per dataset. The beacon itself is `routes/beacon.py`; the answers'
+shapes are in `api/serialize.py`.
 """
 
 from __future__ import annotations
@@ -14,32 +14,22 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
-from fastapi import APIRouter, Depends, Query, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query
 
 from headwater.api import serialize as ser
 from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
-from headwater.api.limits import MAX_BEACON
-from headwater.api.responses import MAX_INT, ApiError
-from headwater.core import beacon
+from headwater.api.responses import ApiError
 from headwater.core.access import Action, Scope
-from headwater.core.states import TERMINAL, RunStatus
-from headwater.core.traces import TraceError
 from headwater.store.telemetry import (
-    KINDS,
     SORTABLE,
+    STATS_SORTABLE,
     PipelineRunFilter,
+    StatsQuery,
     TelemetryStore,
-    TooManyPayloads,
 )
 
 T = "/telemetry/v1/workspaces/{ws}"
-MAX_PAYLOAD = MAX_BEACON
-"""The largest payload a beacon takes (a state holds every schema of its pipeline)."""
-LATE_PAYLOADS = timedelta(minutes=10)
-"""How long after its run ended a beacon still takes payloads (dlt sends them as it exits)."""
 MAX_PAGE = 1000
 MAX_OFFSET = 10_000
 DEFAULT_WINDOW = timedelta(days=7)
@@ -59,50 +49,6 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     r = APIRouter(tags=["telemetry"])
     tele = ctx.telemetry or TelemetryStore(ctx.store.engine)
 
-    # -- the beacon -------------------------------------------------------------------------
-
-    @r.put(T + "/job-runs/{run_id}/-beacon/{kind}", include_in_schema=False)
-    async def beacon_put(ws: str, run_id: str, kind: str, request: Request) -> Any:
-        """What dlt's `send_payload` PUTs: no API key, the run's own secret instead."""
-        if kind not in KINDS:
-            raise ApiError(404, f"no beacon payload type {kind!r}", "not_found")
-        secret = beacon.secret_from_header(request.headers.get("authorization", ""))
-        if secret is None:
-            raise ApiError(401, "the run's beacon secret is required", "not_authenticated")
-        if ctx.beacon_key is None or not beacon.check(ctx.beacon_key, run_id, secret):
-            raise ApiError(401, "not this run's beacon secret", "invalid_beacon_secret")
-        body = await request.body()
-        if len(body) > MAX_PAYLOAD:
-            raise ApiError(413, f"payload larger than {MAX_PAYLOAD} bytes", "payload_too_large")
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as ex:
-            raise ApiError(400, f"the payload is not JSON: {ex}", "invalid_payload") from ex
-        if not isinstance(payload, dict):
-            raise ApiError(400, "the payload is a JSON object", "invalid_payload")
-        if kind == "job_result" and not isinstance(payload.get("type"), str):
-            raise ApiError(400, "a job result names its `type`", "invalid_payload")
-        return await run_in_threadpool(accept, ws, run_id, kind, payload, len(body))
-
-    def accept(ws: str, run_id: str, kind: str, payload: dict[str, Any], size: int) -> Any:
-        run = ctx.run(ws, run_id)
-        finished = run.get("finished_at")
-        if (
-            RunStatus(run["status"]) in TERMINAL
-            and finished is not None
-            and datetime.now(UTC) - finished > LATE_PAYLOADS
-        ):
-            raise ApiError(409, f"run {run_id} ended at {finished.isoformat()}", "job_run_ended")
-        try:
-            pipeline_run = tele.record(run, kind, payload, size)
-        except TraceError as ex:
-            raise ApiError(400, str(ex), "invalid_payload") from ex
-        except TooManyPayloads as ex:
-            raise ApiError(409, str(ex), "too_many_payloads") from ex
-        return {"ok": True, "pipeline_run_id": pipeline_run["id"] if pipeline_run else None}
-
-    # -- what clients read ------------------------------------------------------------------
-
     def readable_run(ws: str, run_id: str, p: Principal) -> dict[str, Any]:
         run = ctx.run(ws, run_id)
         auth.check_run(p, run)
@@ -121,7 +67,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     ) -> Any:
         run, row = job_result_of(ws, run_id, p)
         job = ctx.store.get_job(run["job_id"]) or {}
-        return job_result_answer(row, run, job.get("job_ref"))
+        return ser.job_result(row, run, job.get("job_ref"))
 
     @r.get(T + "/job-runs/{run_id}/result-trace")
     def job_result_trace(
@@ -176,7 +122,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             sort=list(zip(sort, [o.value for o in order], strict=True)) or [("started_at", "desc")],
         )
         rows, total = tele.list_pipeline_runs(ws, f, limit=limit, offset=offset)
-        return ser.page([pipeline_run_answer(x) for x in rows], total, limit, offset)
+        return ser.page([ser.pipeline_run(x) for x in rows], total, limit, offset)
 
     def stats_route(kind: str, by: str, what: str) -> None:
         """`GET …/{kind}/-/stats`: one row per pipeline or dataset (`by`) that ran in the
@@ -211,24 +157,15 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
                 dataset_names=names if by == "dataset_name" else (),
                 triggered_by=p.key_id if p.scope is Scope.TRIGGER else None,
             )
-            statuses = {s.value for s in latest_status}
-            rows = [
-                row
-                for row in tele.activity(ws, f, by)
-                if (not statuses or row["latest_status"] in statuses)
-                and (
-                    not latest_destination_name
-                    or row["latest_destination_name"] in latest_destination_name
-                )
-            ]
-            keys = list(zip(sort, [o.value for o in order], strict=True)) or [
-                ("latest_pipeline_run_at", "desc")
-            ]
-            for key, direction in reversed(keys):  # a stable sort per key, the first key last
-                # missing values last in either direction
-                desc = direction == "desc"
-                rows.sort(key=lambda x, k=key, d=desc: ((x[k] is None) != d, x[k]), reverse=desc)
-            return ser.page(rows[offset : offset + limit], len(rows), limit, offset)
+            query = StatsQuery(
+                by=by,
+                latest_statuses=[s.value for s in latest_status],
+                latest_destination_names=latest_destination_name,
+            )
+            if sort:
+                query.sort = list(zip(sort, [o.value for o in order], strict=True))
+            rows, total = tele.stats(ws, f, query, limit=limit, offset=offset)
+            return ser.page([ser.activity(by, x) for x in rows], total, limit, offset)
 
     stats_route(
         "pipelines",
@@ -255,7 +192,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     def get_pipeline_run(
         ws: str, pipeline_run_id: str, p: Principal = Depends(auth.require(Action.READ_RUNS))
     ) -> Any:
-        return detailed_pipeline_run_answer(readable_pipeline_run(ws, pipeline_run_id, p))
+        return ser.detailed_pipeline_run(readable_pipeline_run(ws, pipeline_run_id, p))
 
     @r.get(T + "/pipeline-runs/{pipeline_run_id}/trace")
     def get_pipeline_run_trace(
@@ -268,15 +205,6 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         return trace["payload"]
 
     return r
-
-
-STATS_SORTABLE = (
-    "average_duration_ms",
-    "latest_pipeline_run_at",
-    "success_ratio",
-    "total_pipeline_run_count",
-    "total_rows_loaded",
-)
 
 
 def window(
@@ -322,89 +250,3 @@ def aware(value: datetime, tz: ZoneInfo) -> datetime:
         return (value if value.tzinfo else value.replace(tzinfo=tz)).astimezone(UTC)
     except (OverflowError, ValueError) as ex:
         raise ApiError(400, f"datetime out of range: {value}", "invalid_request") from ex
-
-
-def job_result_answer(row: dict[str, Any], run: dict[str, Any], job_ref: str | None) -> Any:
-    """JobResultResponse: the envelope's promoted scalars (an agent's come from its trace)."""
-    env = row["payload"]
-    trace = env.get("trace") if isinstance(env.get("trace"), dict) else {}
-
-    def pick(key: str, kind: type | tuple[type, ...]) -> Any:
-        value = env.get(key, trace.get(key))
-        return value if isinstance(value, kind) and not isinstance(value, bool) else None
-
-    cost = env.get("cost_usd", trace.get("cost_usd"))
-    version = env.get("engine_version")
-    return {
-        "id": row["id"],
-        "job_run_id": run["id"],
-        "job_ref": env.get("job_ref") if isinstance(env.get("job_ref"), str) else job_ref,
-        "result_type": env["type"],
-        "engine_version": version if isinstance(version, int) and version <= MAX_INT else 1,
-        "created_at": row["received_at"],
-        "updated_at": row["received_at"],
-        "result": env.get("result"),
-        "summary": pick("summary", str),
-        "agent_status": pick("status", str),
-        "model": pick("model", str),
-        "loop_type": pick("loop_type", str),
-        "stop_reason": pick("stop_reason", str),
-        "input_tokens": pick("input_tokens", int),
-        "output_tokens": pick("output_tokens", int),
-        "total_tokens": pick("total_tokens", int),
-        "turn_count": pick("turn_count", int),
-        "cost_usd": None if cost is None or isinstance(cost, bool) else str(cost),
-    }
-
-
-def pipeline_run_answer(row: dict[str, Any]) -> dict[str, Any]:
-    """PipelineRunResponse, plus the job run and transaction it belongs to."""
-    return {
-        "id": row["id"],
-        "pipeline_name": row["pipeline_name"],
-        "status": row["status"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-        "dataset_name": row["dataset_name"],
-        "destination_name": row["destination_name"],
-        "dlt_version": row["dlt_version"],
-        "duration_ms": row["duration_ms"],
-        "error_message": row["error_message"],
-        "error_step": row["error_step"],
-        "finished_at": row["finished_at"],
-        "has_schema_migration": row["has_schema_migration"],
-        "started_at": row["started_at"],
-        "total_bytes_loaded": row["total_bytes_loaded"],
-        "total_rows_extracted": row["total_rows_extracted"],
-        "total_rows_loaded": row["total_rows_loaded"],
-        "job_run_id": row["run_id"],
-        "transaction_id": row["transaction_id"],
-    }
-
-
-def detailed_pipeline_run_answer(row: dict[str, Any]) -> dict[str, Any]:
-    """DetailedPipelineRunResponse."""
-    detail = row["detail"] or {}
-    packages = detail.get("load_packages") or []
-    return {
-        **pipeline_run_answer(row),
-        "destination_type": row["destination_type"],
-        "dlt_plus_version": None,
-        "error_traceback": detail.get("error_traceback"),
-        "extract_duration_ms": detail.get("extract_duration_ms"),
-        "normalize_duration_ms": detail.get("normalize_duration_ms"),
-        "load_duration_ms": detail.get("load_duration_ms"),
-        "has_failed_load_jobs": row["has_failed_load_jobs"],
-        "has_pending_packages": row["has_pending_packages"],
-        "is_empty_run": row["is_empty_run"],
-        "load_package_count": len(packages),
-        "load_packages": packages,
-        "os_name": detail.get("os_name"),
-        "os_version": detail.get("os_version"),
-        "python_version": detail.get("python_version"),
-        "resources": detail.get("resources") or [],
-        "tables": detail.get("tables") or [],
-        "total_bytes_extracted": sum(
-            t.get("bytes_extracted") or 0 for t in detail.get("tables") or []
-        ),
-    }

@@ -15,7 +15,7 @@ from headwater.api.context import ApiContext
 from headwater.api.json_route import JSONRoute
 from headwater.api.responses import ApiError
 from headwater.core.access import Action
-from headwater.store.vault import WORKSPACE_SCOPE, VariableError
+from headwater.store.vault import WORKSPACE_SCOPE
 
 
 class Upsert(BaseModel):
@@ -57,16 +57,14 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     ) -> Any:
         ctx.check_ws(ws)
         profile = body.profile or WORKSPACE_SCOPE
-        try:
-            done = ctx.variables.apply(
-                ws,
-                profile,
-                [(item.name, item.type, item.value) for item in body.upserts],
-                body.deletes,
-                p.key_id,
-            )
-        except VariableError as ex:
-            raise ApiError(400, str(ex), "invalid_variable") from ex
+        # `VariableError`: a 400
+        done = ctx.variables.apply(
+            ws,
+            profile,
+            [(item.name, item.type, item.value) for item in body.upserts],
+            body.deletes,
+            p.key_id,
+        )
         results = [{"name": name, "status": status} for name, status in done]
         return {"results": results}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from headwater.app import is_watched
+from headwater.workspace.watch import is_watched
 
 
 @pytest.mark.parametrize(

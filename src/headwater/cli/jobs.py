@@ -1,0 +1,140 @@
+"""`headwater job ...`: list, inspect, trigger, pause and resume the workspace's jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from headwater.cli.console import (
+    WorkspaceOpt,
+    call,
+    client_for,
+    fail,
+    not_served,
+    out,
+    resolve_job,
+    status_markup,
+    when,
+)
+from headwater.cli.runs import follow_run
+from headwater.core.policy import is_served
+
+app = typer.Typer(help="Jobs of the workspace.", no_args_is_help=True)
+
+
+@app.command("ls")
+def job_ls(
+    workspace: WorkspaceOpt = Path("."),
+    archived: Annotated[bool, typer.Option(help="Include archived jobs.")] = False,
+) -> None:
+    """List jobs with their triggers, next run and last status."""
+    from headwater.workspace.triggers import humanize
+
+    client = client_for(workspace)
+    _manifest_error(call(client.workspace).get("manifest") or {})
+    table = Table("job", "type", "triggers", "next run", "last run", box=None)
+    for job in call(client.jobs, include_archived=archived):
+        latest = job.get("latest_job_run")
+        state = " [yellow](paused)[/yellow]" if job["is_paused"] else ""
+        state += " [dim](archived)[/dim]" if job["is_archived"] else ""
+        state += (
+            "" if job.get("is_served", is_served(job["job_type"])) else not_served(job["job_type"])
+        )
+        trig = ", ".join(humanize(t) for t in job["job_definition"].get("triggers", [])) or "manual"
+        last = f"#{latest['number']} {status_markup(latest['status'])}" if latest else "-"
+        table.add_row(
+            job["job_ref"] + state, job["job_type"], trig, when(job["next_scheduled_run_at"]), last
+        )
+    out.print(table)
+
+
+def _manifest_error(manifest: dict[str, Any]) -> None:
+    """Say so when `__deployment__.py` is broken: the jobs listed are the last good version's."""
+    if not manifest.get("error"):
+        return
+    kind = f" ({manifest['error_type']})" if manifest.get("error_type") else ""
+    kept = manifest.get("version")
+    since = when(manifest.get("error_at"))
+    out.print(
+        f"[bold red]manifest error{escape(kind)}[/bold red] [red]since {since}"
+        + (f"; the server keeps version {kept}, listed below" if kept else "; no jobs loaded")
+        + ":[/red]",
+        soft_wrap=True,
+    )
+    for line in str(manifest["error"]).splitlines():
+        out.print(f"  [red]{escape(line)}[/red]", soft_wrap=True, highlight=False)
+    out.print()
+
+
+@app.command("inspect")
+def job_inspect(ref: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Show a job: its definition, expanded triggers and latest run."""
+    client = client_for(workspace)
+    job = call(client.job, resolve_job(client, ref)["id"])
+    out.print_json(data=job)
+
+
+@app.command("run")
+def job_run(
+    ref: str,
+    workspace: WorkspaceOpt = Path("."),
+    param: Annotated[
+        list[str], typer.Option("--param", "-p", help="k=v, a value for the job's arguments.")
+    ] = [],  # noqa: B006
+    profile: Annotated[str | None, typer.Option(help="Workspace profile to run with.")] = None,
+    refresh: Annotated[bool, typer.Option(help="Ask the job's pipelines to refresh.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Follow the logs and exit with the run's outcome.")
+    ] = False,
+) -> None:
+    """Trigger a job now."""
+    params: dict[str, str] = {}
+    for p in param:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            fail(f"--param takes key=value, got {p!r}")
+        params[key] = value
+    client = client_for(workspace)
+    job = resolve_job(client, ref)
+    result = call(
+        client.trigger,
+        job_ids=[job["id"]],
+        profile=profile,
+        refresh=refresh,
+        parameters=params or None,
+    )
+    for failed in result["failed"]:
+        fail(failed["detail"])
+    items = result["succeeded"] + result["skipped"]
+    if not items:
+        fail("nothing was triggered")
+    item = items[0]
+    run = item.get("job_run")
+    if item.get("status", "triggered") != "triggered":
+        reasons = "; ".join(item.get("reasons") or [])
+        fail(f"{item['job_ref']} not started: {item['status']} ({reasons})", code=2)
+    out.print(
+        f"started run #{run['number']} of {item['job_ref']} ({item['trigger']})  id {run['id']}"
+    )
+    if wait:
+        raise typer.Exit(follow_run(client, run["id"]))
+
+
+@app.command("pause")
+def job_pause(ref: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Stop a job's timed triggers (manual triggers still work)."""
+    client = client_for(workspace)
+    job = call(client.set_paused, resolve_job(client, ref)["id"], True)
+    out.print(f"paused {job['job_ref']}")
+
+
+@app.command("resume")
+def job_resume(ref: str, workspace: WorkspaceOpt = Path(".")) -> None:
+    """Start a paused job's timed triggers again, from now on."""
+    client = client_for(workspace)
+    job = call(client.set_paused, resolve_job(client, ref)["id"], False)
+    out.print(f"resumed {job['job_ref']}")

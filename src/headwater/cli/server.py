@@ -1,0 +1,211 @@
+"""`headwater up`: start the server on this machine, and serve its API."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from headwater.cli.console import err, fail, not_served, out
+from headwater.cli.find import remember_server
+
+log = logging.getLogger("headwater")
+
+
+def up(
+    workspace: Annotated[Path, typer.Argument(help="The workspace folder.")] = Path("."),
+    host: Annotated[
+        str, typer.Option(help="Address to bind; loopback unless you say so.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8765,
+    db_url: Annotated[
+        str | None, typer.Option(help="Database URL (default: SQLite under WORKSPACE/.headwater).")
+    ] = None,
+    warm: Annotated[bool, typer.Option(help="Fork runs from a pre-loaded launcher.")] = True,
+    max_parallel: Annotated[int, typer.Option(help="Most runs this worker runs at once.")] = 16,
+    max_starting: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Most runs in their first half second at once (start-up is CPU-heavy), so"
+            " a flood of triggers cannot crowd the API off the cores. Default: one per core.",
+        ),
+    ] = None,
+    watch: Annotated[bool, typer.Option(help="Reload the manifest when files change.")] = True,
+    log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
+    separate_worker: Annotated[
+        bool,
+        typer.Option(
+            "--separate-worker/--single-process",
+            help="Supervise runs in a second process beside the API: answers faster under"
+            " load, takes about 50 MB more memory.",
+        ),
+    ] = False,
+    worker_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="With --separate-worker: niceness of the worker process and its runs, so the"
+            " API answers first when runs use every core.",
+        ),
+    ] = 10,
+    api_processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes answering the API on one port (more than 1 implies"
+            " --separate-worker): for trigger floods on several cores; each takes memory.",
+        ),
+    ] = 1,
+    max_log_lines: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="HEADWATER_MAX_LOG_LINES",
+            help="Most lines of output one run stores; past it, a truncation line and the"
+            " rest is dropped (the run goes on).",
+        ),
+    ] = 1_000_000,
+    max_log_mb: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="HEADWATER_MAX_LOG_MB",
+            help="Most megabytes of output one run stores (as --max-log-lines).",
+        ),
+    ] = 256,
+) -> None:
+    """Run everything on this machine: API, scheduler, event dispatcher and a worker."""
+    from headwater.app import Runtime
+    from headwater.workspace.triggers import humanize
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    workspace = workspace.resolve()
+    if not workspace.is_dir():
+        fail(f"{workspace} is not a folder")
+    if not (workspace / "__deployment__.py").exists():
+        err.print(
+            f"[yellow]no __deployment__.py in {escape(str(workspace))}[/yellow]: serving an empty"
+            " workspace until a remote deploy (`dlthub deploy`, `headwater deploy --to URL`)"
+        )
+    gitignore = workspace / ".gitignore"
+    if (workspace / "__deployment__.py").exists() and ".headwater" not in (
+        gitignore.read_text() if gitignore.exists() else ""
+    ):
+        # dlt's deploy packages what the workspace's .gitignore does not exclude
+        err.print(
+            "[yellow]add `.headwater/` to .gitignore[/yellow]: a `dlthub deploy` from this folder"
+            " would otherwise upload Headwater's database and keys"
+        )
+    # bound first: a second `up` on a taken port stops before it touches the store (it would
+    # end the first server's active runs as lost) or forks anything
+    several = api_processes > 1
+    listener = _listen(host, port, several)
+    runtime = Runtime(
+        workspace,
+        db_url=db_url,
+        host=host,
+        port=port,
+        warm=warm,
+        max_parallel=max_parallel,
+        max_starting=max_starting,
+        watch=watch,
+        separate_worker=separate_worker,
+        worker_nice=worker_nice,
+        api_processes=api_processes,
+        max_log_lines=max_log_lines,
+        max_log_bytes=max_log_mb * 2**20,
+    )
+    if runtime.start():
+        # a forked API process: no banner, and a socket of its own on the same port, so the
+        # kernel spreads connections evenly (on one shared socket the busiest process takes
+        # most of them)
+        own = _listen(host, port, several, probe=False)
+        listener.close()
+        _serve(runtime, own)
+        return
+    out.print(f"[bold]Headwater[/bold] serving workspace [cyan]{workspace}[/cyan]")
+    out.print(f"  workspace id  {runtime.ws_id}")
+    out.print(f"  API           {runtime.url}")
+    if runtime.manifest.error:
+        out.print(f"  [red]manifest error[/red]  {escape(runtime.manifest.error)}")
+    jobs, _ = runtime.store.list_jobs(runtime.ws_id, is_archived=False, limit=1000)
+    for job in jobs:
+        trig = ", ".join(humanize(t) for t in job["definition"].get("triggers", [])) or "manual"
+        out.print(
+            f"  job  {job['job_ref']}  [dim]{job['job_type']}; {trig}[/dim]"
+            + not_served(job["job_type"])
+        )
+    try:
+        # commands run outside any workspace use the server started last
+        remember_server(workspace, runtime.url, runtime.ws_id, os.getpid())
+    except OSError as ex:
+        err.print(f"[yellow]could not note this server for the CLI[/yellow]: {escape(str(ex))}")
+    sys.stdout.flush()
+    _serve(runtime, listener)
+
+
+def _listen(host: str, port: int, reuse_port: bool = False, probe: bool = True) -> socket.socket:
+    """The API's listening socket, as uvicorn would open it; with `reuse_port` one of
+    several that share the port (SO_REUSEPORT). `probe`: first make sure nothing holds
+    the port, not even another server's SO_REUSEPORT group (which would share it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if reuse_port and probe:
+        _listen(host, port).close()
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as ex:
+        fail(f"cannot listen on {host}:{port}: {ex.strerror}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve(runtime: Any, listener: socket.socket) -> None:
+    import uvicorn
+
+    app = runtime.api()
+    # what start-up loaded (dlt, SQLAlchemy, the app) lives as long as the server: out of
+    # the collector's sight, a full collection walks only what requests made since, instead
+    # of pausing every request for 150-250 ms (measured on 2 cores under a trigger flood)
+    gc.collect()
+    gc.freeze()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=runtime.host,
+            port=runtime.port,
+            log_level="warning",
+            access_log=False,
+            backlog=2048,
+        )
+    )
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these
+    # handlers that re-raise is a no-op and the runtime below still stops cleanly
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        main = not runtime.is_api_copy
+        if main:
+            log.info("stopping")
+        runtime.stop()
+        if main:
+            log.info("stopped")

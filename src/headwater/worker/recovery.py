@@ -1,0 +1,43 @@
+"""After a restart: the runs the old process left active end, and their processes stop."""
+
+from __future__ import annotations
+
+import signal
+from datetime import UTC, datetime
+
+from headwater.core.states import RunStatus
+from headwater.store.store import LogLine, Store
+from headwater.worker.processes import is_same_process
+from headwater.worker.supervisor import signal_group
+
+
+def recover_lost_runs(store: Store, reason: str = "runtime lost") -> list[str]:
+    """After a restart: end every run that was starting, running or cancelling.
+
+    Its output pipes died with the old process, so a survivor is stopped too;
+    nothing is started twice, because a pending run was never claimed.
+    """
+    ended = []
+    for run in store.live_runs():
+        alive = is_same_process(run.get("pid"), run.get("pid_started"))
+        if alive:
+            signal_group(run["pid"], signal.SIGKILL)
+        why = reason + (
+            ": Headwater stopped while the run was active; its process was stopped"
+            if alive
+            else ": its process is gone"
+        )
+        status = (
+            RunStatus.CANCELLED if run["status"] == RunStatus.CANCELLING.value else RunStatus.FAILED
+        )
+        if store.transition(run["id"], status, reason=why) is not None:
+            store.append_logs(
+                {
+                    run["id"]: (
+                        store.next_line_num(run["id"]),
+                        [LogLine(why, "runner", "run", "other", datetime.now(UTC))],
+                    )
+                }
+            )
+            ended.append(run["id"])
+    return ended
