@@ -67,7 +67,7 @@ def many_params(p0: str = dlt.config.value, p999: str = dlt.config.value):
 __all__ = ["leaves_strays", "stubborn_strays", "many_params"]
 '''
 
-CGROUPS = RunCgroups.detect(Path(tempfile.gettempdir()) / "headwater-cgroup-probe")
+CGROUPS = RunCgroups.detect(Path(tempfile.gettempdir()) / "headwater-cgroup-probe", "on")
 if CGROUPS is not None:
     CGROUPS.close()
 
@@ -76,8 +76,8 @@ MODES = {
     "warm-launcher": ((), "off"),
     "new-interpreter": (("--no-warm",), "off"),
     # a cgroup per run too, where this machine lets the server make them
-    "warm-launcher-cgroup": ((), "auto"),
-    "new-interpreter-cgroup": (("--no-warm",), "auto"),
+    "warm-launcher-cgroup": ((), "on"),
+    "new-interpreter-cgroup": (("--no-warm",), "on"),
 }
 
 
@@ -87,7 +87,7 @@ def server(
 ) -> Iterator[Server]:
     extra, cgroups = MODES[request.param]
     if cgroups != "off" and CGROUPS is None:
-        pytest.skip("no writable cgroup v2 here (or HEADWATER_RUN_CGROUPS=off)")
+        pytest.skip("no writable cgroup v2 on this machine")
     ws = tmp_path_factory.mktemp("procs") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(JOBS)

@@ -11,9 +11,11 @@ daemon), which a signal to the group misses. So:
   (`kill_strays`) before it reports the exit;
 - the worker's SIGKILL (grace period over) kills the run's descendants, then its
   group (`kill_tree`);
-- where cgroup v2 is mounted and writable, each run also gets a cgroup of its own
-  (`RunCgroups`), which the worker empties when the run ends, whatever became of the
-  process tree (`HEADWATER_RUN_CGROUPS=off` turns that off).
+- with `HEADWATER_RUN_CGROUPS=on`, where cgroup v2 is mounted and writable, each run also
+  gets a cgroup of its own (`RunCgroups`), which the worker empties when the run ends,
+  whatever became of the process tree, even if the launcher that parents runs died. Off by
+  default: moving a process into a cgroup waits for the kernel (an RCU grace period), which
+  doubled the time from trigger to a run's first line (bench/RESULTS.md).
 
 psutil is imported only when there is something to look at: the warm launcher and
 each run stay as light as they were.
@@ -179,9 +181,11 @@ class RunCgroups:
         self.base = base
 
     @classmethod
-    def detect(cls, workspace: Path) -> RunCgroups | None:
-        """Run cgroups when cgroup v2 is mounted and this process may make them; else None."""
-        if os.environ.get(CGROUPS_ENV, "auto").strip().lower() in ("0", "off", "no", "false"):
+    def detect(cls, workspace: Path, setting: str | None = None) -> RunCgroups | None:
+        """Run cgroups when they are asked for (`setting`, else `HEADWATER_RUN_CGROUPS`:
+        on/off, off by default), cgroup v2 is mounted and this process may make them."""
+        wanted = setting if setting is not None else os.environ.get(CGROUPS_ENV, "off")
+        if wanted.strip().lower() not in ("1", "on", "yes", "true", "auto"):
             return None
         mount, own = _cgroup2_mount(), _own_cgroup()
         if mount is None or own is None:
