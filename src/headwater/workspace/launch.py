@@ -6,19 +6,22 @@ for a run, so they all get the same policy, interval and limits.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import dlt
 from dlt._workspace.deployment._run_helpers import (
     build_runtime_entry_point,
     pick_launcher,
     resolve_interval,
 )
+from dlt._workspace.deployment.requirements import get_pkg_install_spec
+from dlt._workspace.deployment.typing import TInstallSpec, TTrigger
 
 from headwater.core.specs import JobSpec, RunRecorder, RunRequest, TriggerResult
 from headwater.workspace import triggers
@@ -58,7 +61,9 @@ def _interval(
     if triggers.kind(basis) not in INTERVAL_TRIGGER_KINDS and not job_def.get("interval"):
         return None, None
     try:
-        start, end, _tz = resolve_interval(None, None, job_def, basis, now, refresh)  # type: ignore[arg-type]
+        start, end, _tz = resolve_interval(
+            None, None, triggers.as_dlt_job(job_def), TTrigger(basis), now, refresh
+        )
     except Exception:
         return None, None
     return start, end
@@ -129,16 +134,22 @@ def effective_profile(run: dict[str, Any], job_def: dict[str, Any]) -> str | Non
     return run.get("profile") or (job_def.get("require") or {}).get("profile")
 
 
+@functools.cache
+def dlt_install_spec() -> TInstallSpec:
+    """How this machine's dlt is installed, classified by dlt itself (pypi, path, git, ...)."""
+    return get_pkg_install_spec("dlt")
+
+
 def launch_command(run: dict[str, Any], job_def: dict[str, Any]) -> tuple[str, list[str]]:
     """The launcher module and its arguments, exactly as `python -m <launcher>` takes them."""
     entry_point = build_runtime_entry_point(
-        job_def,  # type: ignore[arg-type]
+        triggers.as_dlt_job(job_def),
         {str(k): v for k, v in (run.get("parameters") or {}).items()},
         effective_profile(run, job_def),
         bool(run.get("refresh")),
         run.get("interval_start"),
         run.get("interval_end"),
-        {"name": "dlt", "extras": [], "version": dlt.__version__, "mode": "registry"},  # type: ignore[typeddict-item]
+        dlt_install_spec(),
     )
     launcher = pick_launcher(entry_point)
     argv = [
@@ -152,7 +163,7 @@ def launch_command(run: dict[str, Any], job_def: dict[str, Any]) -> tuple[str, l
     return launcher, argv
 
 
-def served_local_dir(workspace: Path, profile: str, env: dict[str, str]) -> Path:
+def served_local_dir(workspace: Path, profile: str, env: Mapping[str, str]) -> Path:
     """dlt's local dir (relative destination paths such as `duckdb("x.duckdb")`, files of
     the job's own) for runs of the served folder `workspace`, wherever their code comes from.
 
@@ -226,7 +237,7 @@ def run_environment(
 
 
 def dlt_profile(
-    run: dict[str, Any], job_def: dict[str, Any], code_dir: Path, env: dict[str, str]
+    run: dict[str, Any], job_def: dict[str, Any], code_dir: Path, env: Mapping[str, str]
 ) -> str:
     """The profile dlt runs a run with: the run's or the job's, else what dlt itself picks in
     `code_dir` (`WORKSPACE__PROFILE`, the pinned `.dlt/profile-name`, or `dev`)."""

@@ -14,13 +14,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dlt._workspace.deployment.manifest import (
     generate_manifest_hash,
     hash_job_definition,
     validate_manifest,
 )
+from dlt._workspace.deployment.typing import TJobDefinition, TJobsDeploymentManifest
 
 from headwater.core.errors import HeadwaterError
 
@@ -101,15 +102,20 @@ def parse_worker_output(stdout: str, stderr: str, returncode: int) -> LoadedMani
     return from_manifest(payload["manifest"], list(payload.get("warnings", [])))
 
 
+def as_dlt_manifest(manifest: dict[str, Any]) -> TJobsDeploymentManifest:
+    """A manifest held as plain data (a remote deploy's body, a stored row) as dlt's type."""
+    return cast(TJobsDeploymentManifest, manifest)
+
+
 def from_manifest(manifest: dict[str, Any], warnings: list[str] | None = None) -> LoadedManifest:
     """Validate a manifest given as data (a remote deploy) and compute its hash."""
     try:
-        result = validate_manifest(manifest, raise_on_error=True)  # type: ignore[arg-type]
+        result = validate_manifest(as_dlt_manifest(manifest), raise_on_error=True)
     except Exception as ex:  # dlt raises several validation classes
         raise ManifestError(str(ex), type(ex).__name__) from ex
     all_warnings = list(warnings or []) + list(getattr(result, "warnings", []) or [])
-    return LoadedManifest(manifest, all_warnings, generate_manifest_hash(manifest))  # type: ignore[arg-type]
+    return LoadedManifest(manifest, all_warnings, generate_manifest_hash(as_dlt_manifest(manifest)))
 
 
 def job_definition_hash(job_def: dict[str, Any]) -> str:
-    return hash_job_definition(job_def)  # type: ignore[arg-type]
+    return hash_job_definition(cast(TJobDefinition, job_def))

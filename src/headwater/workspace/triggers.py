@@ -6,10 +6,10 @@ Headwater never imports dlt's private module directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from dlt._workspace.deployment._job_ref import resolve_job_ref
 from dlt._workspace.deployment._trigger_helpers import (
@@ -26,6 +26,7 @@ from dlt._workspace.deployment.exceptions import (
 )
 from dlt._workspace.deployment.interval import compute_run_interval, next_scheduled_run
 from dlt._workspace.deployment.manifest import compute_default_trigger, expand_triggers
+from dlt._workspace.deployment.typing import TJobDefinition, TJobRef, TTrigger
 
 from headwater.core.errors import HeadwaterError
 
@@ -65,10 +66,16 @@ class TriggerError(HeadwaterError, ValueError):
         self.reason = reason
 
 
+def as_dlt_job(job_def: Mapping[str, Any]) -> TJobDefinition:
+    """A stored job definition as dlt's type. Definitions cross our modules as the plain
+    dicts the store and the API hold; this is where they meet dlt's functions."""
+    return cast(TJobDefinition, job_def)
+
+
 def resolve_ref(ref: str, job_refs: Sequence[str]) -> str:
     """Full, half (`section.name`) or bare name to a full job ref, by dlt's rules."""
     try:
-        return str(resolve_job_ref(ref, list(job_refs)))  # type: ignore[arg-type]
+        return str(resolve_job_ref(TJobRef(ref), [TJobRef(r) for r in job_refs]))
     except AmbiguousJobRef as ex:
         raise JobRefError(
             ref, f"job name {ref!r} is ambiguous; use one of: {', '.join(ex.matches)}", ex.matches
@@ -81,11 +88,11 @@ def resolve_ref(ref: str, job_refs: Sequence[str]) -> str:
 
 def expanded_triggers(job_def: dict[str, Any]) -> list[str]:
     """The job's triggers plus dlt's synthetic `manual:`, `tag:` and `pipeline_name:` ones."""
-    return [str(t) for t in expand_triggers(job_def)]  # type: ignore[arg-type]
+    return [str(t) for t in expand_triggers(as_dlt_job(job_def))]
 
 
 def default_trigger(job_def: dict[str, Any]) -> str | None:
-    t = job_def.get("default_trigger") or compute_default_trigger(job_def)  # type: ignore[arg-type]
+    t = job_def.get("default_trigger") or compute_default_trigger(as_dlt_job(job_def))
     return str(t) if t else None
 
 
@@ -97,7 +104,7 @@ def matched(job_def: dict[str, Any], selectors: Sequence[str]) -> list[str]:
     """The job's expanded triggers that the selectors match (all of them for its ref)."""
     hits = match_triggers_with_selectors(
         job_type(job_def),
-        expand_triggers(job_def),  # type: ignore[arg-type]
+        expand_triggers(as_dlt_job(job_def)),
         list(selectors),
         job_ref=job_def["job_ref"],
     )
@@ -116,7 +123,8 @@ def select(job_def: dict[str, Any], selectors: Sequence[str]) -> str | None:
     hits = matched(job_def, selectors)
     if manual_trigger(job_def) in hits:
         return manual_trigger(job_def)
-    picked = pick_trigger(hits, job_def.get("default_trigger"))  # type: ignore[arg-type]
+    default = job_def.get("default_trigger")
+    picked = pick_trigger([TTrigger(t) for t in hits], TTrigger(default) if default else None)
     return None if picked is None else str(picked)
 
 
@@ -132,13 +140,13 @@ def kind(trigger: str) -> str:
 def check_trigger(trigger: str) -> str:
     """Validate a trigger string with dlt's parser; answers it normalized."""
     try:
-        return str(parse_trigger(trigger).raw)  # type: ignore[arg-type]
+        return str(parse_trigger(TTrigger(trigger)).raw)
     except InvalidTrigger as ex:
         raise TriggerError(trigger, str(ex)) from ex
 
 
 def humanize(trigger: str) -> str:
-    return humanize_trigger(trigger)  # type: ignore[arg-type]
+    return humanize_trigger(TTrigger(trigger))
 
 
 def timezone_of(job_def: dict[str, Any]) -> str:
@@ -190,20 +198,21 @@ def next_tick(trigger: str, after: datetime, tz: str) -> datetime | None:
     after = after.astimezone(UTC)
     k = kind(trigger)
     if k == "schedule":
-        tick = next_scheduled_run(trigger, after, tz=tz)  # type: ignore[arg-type]
+        tick = next_scheduled_run(TTrigger(trigger), after, tz=tz)
         # from the second pass of a repeated (fall-back) hour dlt answers the tick of the
         # first pass, which is earlier; the one after that is the true next tick
         for _ in range(3):
             if tick > after:
                 break
-            tick = next_scheduled_run(trigger, tick, tz=tz)  # type: ignore[arg-type]
+            tick = next_scheduled_run(TTrigger(trigger), tick, tz=tz)
         return tick
     if k == "every":
         # `after` is the previous tick: the next one is one period later
-        period = float(parse_trigger(trigger).expr)  # type: ignore[arg-type]
+        period = parse_trigger(TTrigger(trigger)).expr
+        assert isinstance(period, int | float)  # dlt parses `every:` to seconds
         return after + timedelta(seconds=period)
     if k == "once":
-        at = parse_trigger(trigger).expr  # type: ignore[union-attr]
+        at = parse_trigger(TTrigger(trigger)).expr
         at = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
         at = at.astimezone(UTC)
         return at if at > after else None
@@ -239,7 +248,7 @@ def latest_due_tick(trigger: str, last: datetime, now: datetime, tz: str) -> dat
     if kind(trigger) == "schedule":
         # dlt's interval for `now` ends at the newest elapsed tick: one step, however long
         # the server was down (near a DST change it can land a few ticks early)
-        _start, newest = compute_run_interval(trigger, now, None, tz=tz)  # type: ignore[arg-type]
+        _start, newest = compute_run_interval(TTrigger(trigger), now, None, tz=tz)
         newest = newest.astimezone(UTC)
         if tick <= newest <= now:
             tick = newest
