@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-from unittest.mock import MagicMock
 
-import httpx
 import pytest
 
-from headwater.api.app import create_app
-from headwater.api.context import ApiContext
 from headwater.api.json_route import parse_json
 from headwater.api.responses import ApiError
+from tests.api.test_errors import answer
 
 
 @pytest.mark.parametrize(
@@ -54,29 +50,7 @@ def test_parse_json_keeps_what_the_store_can_hold(raw: bytes, value: Any) -> Non
 
 
 def test_an_unhandled_exception_is_a_json_500_error_body() -> None:
-    ctx = ApiContext(
-        store=MagicMock(),
-        ws_id="ws",
-        base_url=lambda: "http://test",
-        reload_manifest=MagicMock(),
-        manifest_status=MagicMock(),
-        packages=MagicMock(),
-        accept_package=MagicMock(),
-        deploy=MagicMock(),
-        variables=MagicMock(),
-    )
-    app = create_app(ctx)
-
-    @app.get("/boom")
-    def boom() -> None:
-        raise RuntimeError("a bug")
-
-    async def get() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            return await http.get("/boom")
-
-    resp = asyncio.run(get())
+    resp = answer(RuntimeError("a bug"))
     assert resp.status_code == 500
     assert resp.headers["content-type"] == "application/json"
     body = resp.json()

@@ -106,11 +106,6 @@ class Worker:
         """Start a new warm launcher (the workspace changed); see `LauncherPool.refresh`."""
         self.launchers.refresh(keep_previous)
 
-    def local_dir(
-        self, code_dir: Path, run: dict[str, Any], job_def: dict[str, Any], env: dict[str, str]
-    ) -> Path | None:
-        return self.launchers.local_dir(code_dir, run, job_def, env)
-
     def wait_warm(self, timeout: float = 60.0) -> bool:
         return self.launchers.wait_warm(timeout)
 

@@ -366,13 +366,6 @@ def unpack_package(upload: BinaryIO, root: Path, subdir: str = "") -> tuple[Read
     return package, target
 
 
-def read_package(data: bytes) -> ReadPackage:
-    """Check a package given as bytes (tests, small packages) without keeping it."""
-    with tempfile.TemporaryDirectory(prefix="headwater-package-") as tmp:
-        package, _ = unpack_package(io.BytesIO(data), Path(tmp) / "packages")
-    return package
-
-
 def hash_dir_name(content_hash: str) -> str:
     return base64.urlsafe_b64decode(content_hash.replace("+", "-").replace("/", "_")).hex()[:32]
 
