@@ -133,6 +133,16 @@ def test_a_cross_origin_login_or_logout_is_refused(srv: Server) -> None:
     assert browser.get(f"/w/{srv.ws_id}").status_code == 200
 
 
+def test_login_sends_people_only_to_this_servers_pages(srv: Server) -> None:
+    key = srv.cli("key", "create", "--name", "redirects", "--scope", "read").stdout.strip()
+    for away in ("https://evil.example/", "//evil.example/", "/\\evil.example/", "/\\/evil"):
+        resp = httpx.post(f"{srv.url}/ui/login", data={"key": key, "next": away})
+        assert resp.status_code == 303
+        assert resp.headers["location"] == f"/w/{srv.ws_id}", away
+    kept = httpx.post(f"{srv.url}/ui/login", data={"key": key, "next": f"/w/{srv.ws_id}/runs"})
+    assert kept.headers["location"] == f"/w/{srv.ws_id}/runs"
+
+
 def test_the_root_leads_to_the_pages(srv: Server) -> None:
     anon = httpx.get(f"{srv.url}/")
     assert anon.status_code == 303

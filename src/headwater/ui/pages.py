@@ -161,7 +161,9 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
                 "Sign in",
                 "<p class='err'>Pages need a read or admin key.</p><a href='/ui/login'>back</a>",
             )
-        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        # only a path of this server: `//host` and `/\host` (browsers read `\` as `/`) leave it
+        local = next.startswith("/") and not next.startswith("//") and "\\" not in next
+        target = next if local else "/"
         if target == "/":
             target = f"/w/{ctx.ws_id}"
         resp = RedirectResponse(target, status_code=303)
