@@ -7,7 +7,7 @@ importing it. `RunRecorder` is the one thing a trigger needs of the store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -28,6 +28,12 @@ class JobSpec:
     default_trigger: str | None
     pipeline_name: str | None
     """The dlt pipeline the job loads; two runs of one pipeline never run at once."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What `headwater.toml` sets for the job (`workspace.config.JobSettings` as JSON, lock
+    names mapped to their capacity); empty: nothing."""
+    deployment_module: str | None = None
+    """Where the job is declared when not in the manifest's module: `headwater.toml` for
+    jobs the file declares (dbt Cloud jobs)."""
 
 
 @dataclass(frozen=True)

@@ -111,13 +111,16 @@ class Jobs(StoreBase):
         dry_run: bool = False,
         code_package_id: str | None = None,
         config_package_id: str | None = None,
+        also_reconcile: Sequence[str] = (),
     ) -> tuple[int | None, list[DeployedJob]]:
         """Store a manifest version and reconcile the jobs to it.
 
         Jobs missing from a manifest of the same deployment module are archived:
-        their triggers stop, their history stays. A manifest with the hash and
-        packages of the newest version adds no version. Answers
-        `(new version or None, outcomes)`.
+        their triggers stop, their history stays. `also_reconcile` names further modules
+        whose jobs `specs` hold in full (`headwater.toml`'s): theirs missing are archived
+        too. A job whose `headwater.toml` settings or added triggers changed is updated in
+        place (no new job version). A manifest with the hash and packages of the newest
+        version adds no version. Answers `(new version or None, outcomes)`.
         """
         now = utcnow()
         outcomes: list[DeployedJob] = []
@@ -135,17 +138,26 @@ class Jobs(StoreBase):
                     outcomes.append(
                         self._create_job(conn, ws_id, spec, deployment_module, now, dry_run)
                     )
-                elif old["definition_hash"] != spec.definition_hash or old["is_archived"]:
+                elif (
+                    old["definition_hash"] != spec.definition_hash
+                    or old["is_archived"]
+                    or (old["settings"] or {}) != spec.settings
+                    or list(old["triggers"] or []) != list(spec.triggers)
+                ):
                     outcomes.append(
                         self._update_job(conn, old, spec, deployment_module, now, dry_run)
                     )
                 else:
                     outcomes.append(DeployedJob(old, "unchanged", None))
-            if deployment_module is not None:
+            if deployment_module is not None or also_reconcile:
                 for ref, old in existing.items():
                     if ref in seen or old["is_archived"]:
                         continue
-                    if old["deployment_module"] not in (None, deployment_module):
+                    module = old["deployment_module"]
+                    ours = module in also_reconcile or (
+                        deployment_module is not None and module in (None, deployment_module)
+                    )
+                    if not ours:
                         continue
                     if not dry_run:
                         conn.execute(
@@ -218,7 +230,8 @@ class Jobs(StoreBase):
             triggers=spec.triggers,
             default_trigger=spec.default_trigger,
             pipeline_name=spec.pipeline_name,
-            deployment_module=module,
+            deployment_module=spec.deployment_module or module,
+            settings=spec.settings,
             is_paused=False,
             is_archived=False,
             run_counter=0,
@@ -260,7 +273,8 @@ class Jobs(StoreBase):
             triggers=spec.triggers,
             default_trigger=spec.default_trigger,
             pipeline_name=spec.pipeline_name,
-            deployment_module=module,
+            deployment_module=spec.deployment_module or module,
+            settings=spec.settings,
             is_archived=False,
             updated_at=now,
         )

@@ -100,6 +100,9 @@ class Job(Base):
     default_trigger: Mapped[str | None] = mapped_column(Text, nullable=True)
     pipeline_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
     deployment_module: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """What `headwater.toml` sets for the job (overlap, run_interval, locks, ...); it may
+    change without a new job version."""
     is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
     is_archived: Mapped[bool] = mapped_column(Boolean, default=False)
     run_counter: Mapped[int] = mapped_column(Integer, default=0)

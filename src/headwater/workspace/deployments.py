@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from headwater.workspace.config import CONFIG_MODULE, ConfigError, WorkspaceConfig, load_config
 from headwater.workspace.launch import dlt_profile, job_specs, served_local_dir
 from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
 from headwater.workspace.packages import (
@@ -56,6 +57,11 @@ class ManifestState:
     local_dir: str | None = None
     """dlt's local dir (relative destination paths) of a run under the default profile,
     whatever the code source."""
+    config_hash: str | None = None
+    """The `headwater.toml` in use (its validated content's hash; None: no file)."""
+    config_error: str | None = None
+    """Why the newest `headwater.toml` was refused (the last good one keeps serving)."""
+    config_error_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +78,9 @@ class ManifestState:
             "code_dir": self.code_dir,
             "data_dir": self.data_dir,
             "local_dir": self.local_dir,
+            "config_hash": self.config_hash,
+            "config_error": self.config_error,
+            "config_error_at": self.config_error_at,
         }
 
 
@@ -119,6 +128,8 @@ class Deployments:
         """The folder runs start from: the workspace, or a deployed package's run folder."""
         self.remote = False
         """True while the code is a remote deploy's packages."""
+        self.config = WorkspaceConfig()
+        """The last good `headwater.toml` (the jobs' rows hold what it set for each)."""
         self._lock = threading.Lock()
         self._restore()
 
@@ -174,7 +185,7 @@ class Deployments:
         """Take over what another process of the server learnt (`shared_state`)."""
         with self._lock:
             for name, value in args["manifest"].items():
-                if name in ("loaded_at", "error_at") and value is not None:
+                if name in ("loaded_at", "error_at", "config_error_at") and value is not None:
                     value = datetime.fromisoformat(value)
                 setattr(self.manifest, name, value)
             self.code_dir, self.remote = Path(args["code_dir"]), bool(args["remote"])
@@ -192,6 +203,16 @@ class Deployments:
             now = datetime.now(UTC)
             try:
                 loaded = load_manifest(self.workspace)
+                config = load_config(self.workspace)
+                specs = job_specs(loaded, config)
+            except ConfigError as ex:
+                self._config_refused(ex, now)
+                return {
+                    "ok": False,
+                    "error": ex.detail,
+                    "error_type": "ConfigError",
+                    **self._summary(),
+                }
             except ManifestError as ex:
                 self.manifest.error, self.manifest.error_type, self.manifest.error_at = (
                     ex.detail,
@@ -213,9 +234,11 @@ class Deployments:
                 loaded.manifest,
                 loaded.hash,
                 loaded.warnings,
-                job_specs(loaded),
+                specs,
                 loaded.manifest.get("deployment_module"),
+                also_reconcile=(CONFIG_MODULE,),
             )
+            self._config_accepted(config)
             self.manifest.error = self.manifest.error_type = self.manifest.error_at = None
             self.manifest.warnings = loaded.warnings
             # local files were edited: they are the code again, even after a remote deploy
@@ -247,6 +270,17 @@ class Deployments:
                 "jobs": [{"job_ref": o.job["job_ref"], "outcome": o.outcome} for o in outcomes],
                 **self._summary(),
             }
+
+    def _config_refused(self, ex: ConfigError, now: datetime) -> None:
+        """A bad `headwater.toml`: the last good configuration (in the jobs' rows) stays."""
+        self.manifest.config_error, self.manifest.config_error_at = ex.detail, now
+        log.error("%s; keeping the last good configuration", ex.detail)
+        self.changed()
+
+    def _config_accepted(self, config: WorkspaceConfig) -> None:
+        self.config = config
+        self.manifest.config_hash = config.hash if config != WorkspaceConfig() else None
+        self.manifest.config_error = self.manifest.config_error_at = None
 
     def _summary(self) -> dict[str, Any]:
         return {
@@ -345,10 +379,13 @@ class Deployments:
         code = self.packages.latest(self.ws_id, "deployment")
         config = self.packages.latest(self.ws_id, "configuration")
         new_dir: Path | None = None
-        if code is not None and not dry_run:
+        if code is not None:
             # the run folder exists before the manifest is committed: a deploy that cannot
             # build it (PackageMissing, a 409) changes nothing
             new_dir = self._package_dir(code["id"], config["id"] if config else None)
+        # headwater.toml travels in the code package; a bad one refuses the deploy (400)
+        settings = load_config(new_dir if new_dir is not None else self.workspace)
+        specs = job_specs(loaded, settings)
         with self._lock:
             was_local = not self.remote
             version, outcomes = self.store.deploy(
@@ -356,13 +393,15 @@ class Deployments:
                 manifest,
                 body.get("job_definition_hash") or loaded.hash,
                 loaded.warnings,
-                job_specs(loaded),
+                specs,
                 manifest["deployment_module"],
                 dry_run=dry_run,
                 code_package_id=code["id"] if code else None,
                 config_package_id=config["id"] if config else None,
+                also_reconcile=(CONFIG_MODULE,),
             )
             if not dry_run:
+                self._config_accepted(settings)
                 if version is not None:
                     self.manifest.version, self.manifest.hash = (
                         version,

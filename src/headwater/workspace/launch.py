@@ -24,25 +24,45 @@ from dlt._workspace.deployment.requirements import get_pkg_install_spec
 from dlt._workspace.deployment.typing import TInstallSpec, TTrigger
 
 from headwater.core.specs import JobSpec, RunRecorder, RunRequest, TriggerResult
-from headwater.workspace import triggers
+from headwater.workspace import external, triggers
+from headwater.workspace.config import CONFIG_MODULE, WorkspaceConfig, settings_for
 from headwater.workspace.manifest import DEPLOYMENT_MODULE, LoadedManifest, job_definition_hash
 
 INTERVAL_TRIGGER_KINDS = ("schedule", "every", "once")
 
 
-def job_specs(loaded: LoadedManifest) -> list[JobSpec]:
-    return [
-        JobSpec(
-            job_ref=jd["job_ref"],
-            job_type=triggers.job_type(jd),
-            definition=jd,
-            definition_hash=job_definition_hash(jd),
-            triggers=triggers.expanded_triggers(jd),
-            default_trigger=triggers.default_trigger(jd),
-            pipeline_name=triggers.pipeline_name_of(jd),
-        )
-        for jd in loaded.jobs
+def job_specs(loaded: LoadedManifest, config: WorkspaceConfig | None = None) -> list[JobSpec]:
+    """The manifest's jobs and the jobs `headwater.toml` declares, each with its settings
+    from the file; `ConfigError` (key and line) when the file does not fit the manifest."""
+    config = config or WorkspaceConfig()
+    defs = [(jd, None) for jd in loaded.jobs]
+    refs = [jd["job_ref"] for jd in loaded.jobs]
+    refs += [j.job_ref for j in config.dbt_cloud.jobs]
+    defs += [
+        (external.dbt_cloud_definition(config, j, refs), CONFIG_MODULE)
+        for j in config.dbt_cloud.jobs
     ]
+    settings = settings_for(
+        config, [(jd["job_ref"], (jd.get("expose") or {}).get("tags") or []) for jd, _m in defs]
+    )
+    specs = []
+    for jd, module in defs:
+        own = settings[jd["job_ref"]]
+        added = external.resolve_chains(own.get("triggers") or [], refs, jd["job_ref"])
+        specs.append(
+            JobSpec(
+                job_ref=jd["job_ref"],
+                job_type=external.job_type_of(jd),
+                definition=jd,
+                definition_hash=job_definition_hash(jd),
+                triggers=triggers.expanded_triggers(jd) + added,
+                default_trigger=triggers.default_trigger(jd),
+                pipeline_name=triggers.pipeline_name_of(jd),
+                settings={**own, "triggers": added} if added else own,
+                deployment_module=module,
+            )
+        )
+    return specs
 
 
 def _interval(
