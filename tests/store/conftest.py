@@ -148,3 +148,9 @@ def store(engine: Engine) -> Store:
         # ~0.3 s per test to format; test_migrations.py shows the full traceback
         raise ProgrammingError(e.statement, e.params, e.orig) from None
     return Store(engine)
+
+
+@pytest.fixture
+def ws(store: Store) -> str:
+    """A workspace in the store."""
+    return store.ensure_workspace("/srv/workspace", "demo")["id"]

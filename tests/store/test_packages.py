@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from headwater.store.packages import PackageStore
 from headwater.store.store import Store
-from tests.store.test_store import MODULE, job_spec, manifest_of, ws  # noqa: F401
+from tests.store.test_store import MODULE, job_spec, manifest_of
 
 
 def test_an_upload_token_is_good_for_its_package_until_it_is_used(store: Store, ws: str) -> None:  # noqa: F811

@@ -140,11 +140,6 @@ def wait_until_blocked(engine: Engine, backend: str, thread: threading.Thread) -
     assert not thread.is_alive(), f"{thread.name} neither blocked on a lock nor finished"
 
 
-@pytest.fixture
-def ws(store: Store) -> str:
-    return store.ensure_workspace("/srv/workspace", "demo")["id"]
-
-
 # -- workspace --------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -355,3 +356,18 @@ class PipelineRunRecord(Base):
     """Tables, resources, load packages, step timings, traceback: the detailed answer."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class RunArtifact(Base):
+    """A file a run left for people to read: dbt's `run_results.json` and `manifest.json`
+    (dbt Core in the run's own target folder, dbt Cloud over its API)."""
+
+    __tablename__ = "run_artifacts"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    """The file's name, such as `run_results.json`."""
+    source: Mapped[str] = mapped_column(String(20))
+    """Where it came from: `dbt_core` or `dbt_cloud`."""
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]

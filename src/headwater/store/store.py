@@ -8,6 +8,7 @@ its own module, with its statements named in `sql.py`:
 - `runs`: creating runs (trigger decisions), reads, guarded transitions, claims
 - `combiner`: concurrent triggers recorded in one transaction per batch (sync and async)
 - `logs`, `events` (with cursors and schedule cursors), `keys`, `idempotency`
+- `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
 forwarding layer on the trigger path (bench/RESULTS.md), and one part calls another's
@@ -20,6 +21,7 @@ from sqlalchemy import Engine
 
 from headwater.core.specs import JobSpec, LogLine, RunRequest, TriggerResult
 from headwater.store import notify
+from headwater.store.artifacts import Artifacts
 from headwater.store.combiner import Combiner
 from headwater.store.events import Events
 from headwater.store.idempotency import Idempotency
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 
-class Store(Workspaces, Jobs, Combiner, Logs, Events, Keys, Idempotency):
+class Store(Workspaces, Jobs, Combiner, Logs, Events, Keys, Idempotency, Artifacts):
     """The database as one handle: every part of the store on one engine and notifier."""
 
     def __init__(self, engine: Engine, notifier: notify.Notifier | None = None) -> None:
