@@ -54,7 +54,7 @@ def test_a_good_file_parses_with_durations_in_seconds() -> None:
 @pytest.mark.parametrize(
     ("text", "names"),
     [
-        ('[jobs."a"]\noverlap = "sometimes"\n', ['jobs.a.overlap (line 2)', "skip"]),
+        ('[jobs."a"]\noverlap = "sometimes"\n', ["jobs.a.overlap (line 2)", "skip"]),
         ('[jobs."a"]\n\nrun_intervall = "3m"\n', ["jobs.a.run_intervall (line 3)", "unknown key"]),
         ('[jobs."a"]\nrun_interval = "soon"\n', ["jobs.a.run_interval (line 2)", "'10m'"]),
         (
