@@ -115,6 +115,8 @@ def job(j: dict[str, Any], base_url: str, default_profile: str = DEFAULT_PROFILE
         "is_archived": j["is_archived"],
         # Headwater's own: interactive and stream jobs are listed, but not run here yet
         "is_served": is_served(j["job_type"]),
+        # Headwater's own: what headwater.toml sets for the job (secrets stay references)
+        "settings": j.get("settings") or {},
     }
 
 

@@ -34,6 +34,11 @@ def deploy(
     client = client_for(workspace)
     result = call(client.reload)
     if not result["ok"]:
+        if result.get("error_type") == "ConfigError":
+            fail(
+                "headwater.toml not loaded (the server keeps its last good configuration"
+                f" and manifest version {result['version']}):\n" + result["error"]
+            )
         fail(
             f"manifest not loaded (the server keeps version {result['version']}):\n"
             + result["error"]
@@ -49,6 +54,8 @@ def deploy(
 
 def _deploy_remote(workspace: Path, url: str, key: str | None, ws_id: str | None) -> int:
     """Upload the workspace's code and configuration (when changed), then reconcile its jobs."""
+    from headwater.workspace.config import ConfigError, load_config
+    from headwater.workspace.launch import job_specs
     from headwater.workspace.manifest import ManifestError, load_manifest
     from headwater.workspace.packages import build_packages
 
@@ -60,8 +67,12 @@ def _deploy_remote(workspace: Path, url: str, key: str | None, ws_id: str | None
     client = Client(url, ws_id, key)
     try:
         loaded = load_manifest(workspace)
+        # a bad headwater.toml is refused here, before anything is uploaded
+        job_specs(loaded, load_config(workspace))
     except ManifestError as ex:
         fail(f"manifest not loaded: {ex.detail}")
+    except ConfigError as ex:
+        fail(f"headwater.toml not loaded: {ex.detail}")
     code, code_hash, config, config_hash = build_packages(workspace.resolve())
     for plural, data, content_hash, req in (
         ("deployments", code, code_hash, b"{}"),

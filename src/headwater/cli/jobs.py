@@ -53,7 +53,18 @@ def job_ls(
 
 
 def _manifest_error(manifest: dict[str, Any]) -> None:
-    """Say so when `__deployment__.py` is broken: the jobs listed are the last good version's."""
+    """Say so when `__deployment__.py` or `headwater.toml` is broken: the jobs listed are the
+    last good version's."""
+    if manifest.get("config_error"):
+        since = when(manifest.get("config_error_at"))
+        out.print(
+            f"[bold red]headwater.toml error[/bold red] [red]since {since}; the server keeps"
+            " its last good configuration:[/red]",
+            soft_wrap=True,
+        )
+        for line in str(manifest["config_error"]).split("; "):
+            out.print(f"  [red]{escape(line)}[/red]", soft_wrap=True, highlight=False)
+        out.print()
     if not manifest.get("error"):
         return
     kind = f" ({manifest['error_type']})" if manifest.get("error_type") else ""
