@@ -12,6 +12,7 @@ from headwater.core.policy import (
     TriggerStatus,
     decide,
     is_served,
+    lock_conflict,
     not_served_reason,
     pipeline_conflict,
     trigger_kind,
@@ -211,3 +212,57 @@ def test_only_batch_jobs_are_served(job_type: str) -> None:
     assert is_served("batch")
     assert not is_served(job_type)
     assert not_served_reason(job_type) == f"{job_type} jobs are not served by Headwater"
+
+
+# -- overlap modes and locks (headwater.toml) ---------------------------------------------------
+
+
+@SETTINGS
+@given(job=facts(is_paused=False, is_archived=False), trigger=any_trigger)
+def test_ignore_starts_a_run_whatever_the_concurrency(job: JobFacts, trigger: str) -> None:
+    job = JobFacts(job.concurrency, job.active_runs, overlap="ignore")
+    decision = decide(job, trigger)
+    assert decision.creates_run and not decision.replaces_active
+
+
+@SETTINGS
+@given(job=facts(is_paused=False, is_archived=False), trigger=any_trigger)
+def test_replace_starts_a_run_and_cancels_every_active_one(job: JobFacts, trigger: str) -> None:
+    job = JobFacts(job.concurrency, job.active_runs, overlap="replace")
+    decision = decide(job, trigger)
+    assert decision.creates_run
+    assert decision.replaces_active is (job.active_runs > 0)
+    if job.active_runs:
+        assert decision.reasons == [f"overlap replace: cancels {job.active_runs} active run(s)"]
+
+
+@SETTINGS
+@given(
+    job=facts(is_paused=True), trigger=timed_triggers, mode=st.sampled_from(["replace", "ignore"])
+)
+def test_no_overlap_mode_starts_a_paused_jobs_schedule(
+    job: JobFacts, trigger: str, mode: str
+) -> None:
+    job = JobFacts(job.concurrency, job.active_runs, True, job.is_archived, overlap=mode)
+    assert not decide(job, trigger).creates_run
+
+
+def test_a_full_lock_names_itself_and_its_holders() -> None:
+    holders = {"warehouse": ["run 3 of jobs.a.load"]}
+    assert lock_conflict({"warehouse": 1}, holders) == (
+        "waiting for lock 'warehouse' (1 of 1 held by run 3 of jobs.a.load)"
+    )
+    assert lock_conflict({"warehouse": 2}, holders) is None
+    assert lock_conflict({"other": 1}, holders) is None
+    assert lock_conflict(None, holders) is None
+
+
+@SETTINGS
+@given(
+    capacity=st.integers(min_value=1, max_value=5),
+    held=st.integers(min_value=0, max_value=8),
+)
+def test_a_run_waits_exactly_while_its_lock_is_at_capacity(capacity: int, held: int) -> None:
+    holders = {"w": [f"run {i}" for i in range(held)]}
+    waits = lock_conflict({"w": capacity}, holders) is not None
+    assert waits is (held >= capacity)

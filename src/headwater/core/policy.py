@@ -6,6 +6,7 @@ act on the decision), the policy decides, the store carries it out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,12 +52,20 @@ class JobFacts:
     is_archived: bool = False
     workspace_archived: bool = False
     """The job's workspace is archived: nothing of it runs until it is unarchived."""
+    overlap: str = "skip"
+    """What a trigger does while the job is at its concurrency (`headwater.toml`): `skip`
+    it, `replace` the active runs (they are cancelled), or `ignore` the limit."""
+
+
+OVERLAP_MODES = ("skip", "replace", "ignore")
 
 
 @dataclass(frozen=True)
 class Decision:
     status: TriggerStatus
     reasons: list[str] = field(default_factory=list)
+    replaces_active: bool = False
+    """The new run replaces the job's active runs: the store cancels them with it."""
 
     @property
     def creates_run(self) -> bool:
@@ -78,7 +87,19 @@ def decide(facts: JobFacts, trigger: str) -> Decision:
         return Decision(TriggerStatus.SKIPPED_ARCHIVED, ["job is archived"])
     if facts.is_paused and trigger_kind(trigger) in TIMED_TRIGGER_KINDS:
         return Decision(TriggerStatus.SKIPPED_PAUSED, ["job is paused"])
-    if facts.concurrency is not None and facts.active_runs >= facts.concurrency:
+    at_limit = facts.concurrency is not None and facts.active_runs >= facts.concurrency
+    if at_limit and facts.overlap == "ignore":
+        return Decision(
+            TriggerStatus.TRIGGERED,
+            [f"overlap ignore: started beside {facts.active_runs} active run(s)"],
+        )
+    if facts.overlap == "replace" and (facts.active_runs or at_limit):
+        return Decision(
+            TriggerStatus.TRIGGERED,
+            [f"overlap replace: cancels {facts.active_runs} active run(s)"],
+            replaces_active=facts.active_runs > 0,
+        )
+    if at_limit:
         return Decision(
             TriggerStatus.SKIPPED_CONCURRENCY_LIMIT,
             [
@@ -93,4 +114,19 @@ def pipeline_conflict(pipeline_name: str | None, busy_pipelines: set[str]) -> st
     """Why a run must wait: another live run loads the same dlt pipeline (shared state)."""
     if pipeline_name and pipeline_name in busy_pipelines:
         return f"waiting: pipeline {pipeline_name!r} is in use by another run"
+    return None
+
+
+def lock_conflict(wanted: Mapping[str, int] | None, holders: Mapping[str, list[str]]) -> str | None:
+    """Why a run must wait for a lock of `headwater.toml`: `wanted` maps each lock the run
+    needs to its capacity, `holders` each lock to the live runs holding it (as people read
+    them: `run 12 of jobs.a.b`). None: every lock has room."""
+    for name in sorted(wanted or {}):
+        held = holders.get(name, [])
+        capacity = (wanted or {})[name]
+        if len(held) >= capacity:
+            return (
+                f"waiting for lock {name!r} ({len(held)} of {capacity} held by"
+                f" {', '.join(held[:3])}{' and more' if len(held) > 3 else ''})"
+            )
     return None

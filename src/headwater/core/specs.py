@@ -55,6 +55,10 @@ class RunRequest:
     grace_period_s: float = 30.0
     concurrency: int | None = 1
     """Active runs the job allows; None: unlimited."""
+    overlap: str = "skip"
+    """`headwater.toml`'s overlap mode: skip | replace | ignore."""
+    locks: dict[str, int] | None = None
+    """Locks the run holds while live, with their capacity (`headwater.toml`)."""
 
 
 @dataclass(frozen=True)

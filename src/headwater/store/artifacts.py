@@ -30,10 +30,6 @@ DELETE_ARTIFACTS = delete(A).where(
 INSERT_ARTIFACT = insert(A)
 
 
-class ArtifactTooLarge(ValueError):
-    pass
-
-
 class Artifacts(StoreBase):
     def save_artifacts(
         self,

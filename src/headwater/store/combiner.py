@@ -91,6 +91,7 @@ class Combiner(Runs):
         # (its one thread starts on first use)
         self._combiner = ThreadPoolExecutor(1, thread_name_prefix="trigger-combiner")
         self._on_loop = []
+        self._replacing = False
 
     def create_run(
         self, req: RunRequest, *, now: datetime | None = None, dry_run: bool = False
@@ -211,5 +212,10 @@ class Combiner(Runs):
                 except Exception as ex:
                     item.error = ex
         finally:
-            self.notifier.notify(notify.RUNS)
+            if self._replacing:
+                # overlap replace moved live runs to cancelling: their workers stop them
+                self._replacing = False
+                self.notifier.notify(notify.RUNS, notify.CANCELS)
+            else:
+                self.notifier.notify(notify.RUNS)
             _answer(batch)

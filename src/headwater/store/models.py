@@ -167,6 +167,8 @@ class Run(Base):
     pid_started: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     """The process's start time in clock ticks, so a reused pid is never mistaken for it."""
     launch_mode: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    locks: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """Locks of `headwater.toml` the run holds while live, with their capacity."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -16,6 +16,7 @@ from headwater.store import notify
 from headwater.store.base import StoreBase
 from headwater.store.db import write
 from headwater.store.sql import (
+    ACTIVE_RUNS_OF_JOB,
     BUSY_PIPELINES,
     CLAIM_ADVISORY_LOCK,
     CLAIM_LOCK,
@@ -27,6 +28,7 @@ from headwater.store.sql import (
     LATEST_RUNS,
     LIVE_RUNS,
     LIVE_RUNS_OF_WORKER,
+    LOCK_HOLDERS,
     LOCK_JOB,
     MOVE_RUN,
     PENDING_RUNS,
@@ -50,6 +52,9 @@ class QueuedTrigger(Protocol):
 
 
 class Runs(StoreBase):
+    _replacing: bool
+    """A batch replaced live runs (overlap replace): the combiner wakes their workers."""
+
     # -- creation ------------------------------------------------------------------------------
 
     def _decide_and_record(
@@ -96,6 +101,10 @@ class Runs(StoreBase):
                 active[req.job_id] = int(
                     conn.execute(COUNT_ACTIVE, {"b_job_id": req.job_id}).scalar_one()
                 )
+            if req.overlap == "replace" and req.job_id not in active:
+                active[req.job_id] = int(
+                    conn.execute(COUNT_ACTIVE, {"b_job_id": req.job_id}).scalar_one()
+                )
             decision = policy.decide(
                 policy.JobFacts(
                     concurrency=req.concurrency,
@@ -103,6 +112,7 @@ class Runs(StoreBase):
                     is_paused=job.is_paused,
                     is_archived=job.is_archived,
                     workspace_archived=job.ws_archived_at is not None,
+                    overlap=req.overlap,
                 ),
                 req.trigger,
             )
@@ -114,6 +124,11 @@ class Runs(StoreBase):
                 continue
             counters[req.job_id] += 1
             created = decision.creates_run
+            if decision.replaces_active:
+                # cancelled ones leave the count; live ones stay active until they stop
+                active[req.job_id] = self._replace_active(
+                    conn, job, req.job_id, counters[req.job_id], runs, events, now
+                )
             if created and req.job_id in active:
                 active[req.job_id] += 1
             run = _new_run(job, req, counters[req.job_id], decision, now)
@@ -143,6 +158,75 @@ class Runs(StoreBase):
             conn.execute(INSERT_RUN, runs)
             conn.execute(INSERT_EVENT, events)
         return results
+
+    def _replace_active(
+        self,
+        conn: Connection,
+        job: Any,
+        job_id: str,
+        number: int,
+        batch_runs: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        now: datetime,
+    ) -> int:
+        """Overlap `replace`: cancel the job's active runs for run `number`, through the same
+        moves as `request_cancel` (pending: cancelled at once; live: cancelling, for the
+        worker to stop). Runs of this batch not yet written are cancelled in place.
+        Answers how many stay active (the live ones, until their process stops)."""
+        reason = f"replaced by run {number} (overlap replace)"
+        for run in batch_runs:
+            if run["job_id"] == job_id and run["status"] == RunStatus.PENDING.value:
+                run.update(
+                    status=RunStatus.CANCELLED.value,
+                    reason=reason,
+                    cancel_requested=True,
+                    finished_at=now,
+                    updated_at=now,
+                )
+                events.append(
+                    event_row(
+                        job.workspace_id,
+                        "run.cancelled",
+                        job_id=job_id,
+                        run_id=run["id"],
+                        payload={"reason": reason},
+                        now=now,
+                    )
+                )
+        still_active = 0
+        for row in conn.execute(ACTIVE_RUNS_OF_JOB, {"b_job_id": job_id}).all():
+            status = RunStatus(row.status)
+            if status is RunStatus.CANCELLING:
+                still_active += 1
+                continue
+            target = RunStatus.CANCELLED if status is RunStatus.PENDING else RunStatus.CANCELLING
+            values: dict[str, Any] = {
+                "status": target.value,
+                "reason": reason,
+                "cancel_requested": True,
+                "updated_at": now,
+            }
+            if target is RunStatus.CANCELLED:
+                values["finished_at"] = now
+            moved = conn.execute(
+                MOVE_RUN, {"b_id": row.id, "b_sources": [status.value], **values}
+            ).first()
+            if moved is None:
+                continue
+            if target is RunStatus.CANCELLING:
+                still_active += 1
+            events.append(
+                event_row(
+                    job.workspace_id,
+                    f"run.{target.value}",
+                    job_id=job_id,
+                    run_id=row.id,
+                    payload={"reason": reason, "exit_code": None},
+                    now=now,
+                )
+            )
+        self._replacing = True
+        return still_active
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -285,10 +369,15 @@ class Runs(StoreBase):
             if not candidates:
                 return claims
             busy = {r.pipeline_name for r in conn.execute(BUSY_PIPELINES)}
+            holders: dict[str, list[str]] | None = None
             for cand in candidates:
                 if len(claims) >= limit:
                     break
                 wait_reason = policy.pipeline_conflict(cand.pipeline_name, busy)
+                if wait_reason is None and cand.locks:
+                    if holders is None:
+                        holders = _lock_holders(conn.execute(LOCK_HOLDERS).all())
+                    wait_reason = policy.lock_conflict(cand.locks, holders)
                 if wait_reason is not None:
                     if cand.reason != wait_reason:
                         conn.execute(UPDATE_RUN, {"b_id": cand.id, "reason": wait_reason})
@@ -308,6 +397,8 @@ class Runs(StoreBase):
                     continue
                 if claimed.pipeline_name is not None:
                     busy.add(claimed.pipeline_name)
+                if claimed.locks:
+                    holders = None  # read again, with this claim, when a lock is next asked
                 self._event(
                     conn,
                     claimed.workspace_id,
@@ -318,6 +409,15 @@ class Runs(StoreBase):
                 )
                 claims.append(dict(claimed._mapping))
         return claims
+
+
+def _lock_holders(rows: Sequence[Any]) -> dict[str, list[str]]:
+    """Each lock to the live runs holding it, as people read them."""
+    holders: dict[str, list[str]] = {}
+    for row in rows:
+        for name in row.locks or {}:
+            holders.setdefault(name, []).append(f"run {row.number} of {row.job_ref}")
+    return holders
 
 
 def _new_run(
@@ -354,6 +454,7 @@ def _new_run(
         pid=None,
         pid_started=None,
         launch_mode=None,
+        locks=dict(req.locks) if req.locks else None,
         created_at=now,
         updated_at=now,
         started_at=None,

@@ -215,13 +215,22 @@ LIVE_RUNS = select(R).where(R.c.status.in_([s.value for s in LIVE]))
 LIVE_RUNS_OF_WORKER = LIVE_RUNS.where(R.c.worker_id == bindparam("b_worker_id"))
 CLAIM_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 PENDING_RUNS = (
-    select(R.c.id, R.c.pipeline_name, R.c.reason)
+    select(R.c.id, R.c.pipeline_name, R.c.reason, R.c.locks)
     .where(R.c.status == RunStatus.PENDING.value)
     .order_by(R.c.created_at, R.c.number)
     .limit(50)
 )
 BUSY_PIPELINES = select(R.c.pipeline_name).where(
     R.c.status.in_([s.value for s in LIVE]), R.c.pipeline_name.is_not(None)
+)
+LOCK_HOLDERS = (
+    select(R.c.number, R.c.locks, J.c.job_ref)
+    .join(J, J.c.id == R.c.job_id)
+    .where(R.c.status.in_([s.value for s in LIVE]), R.c.locks.is_not(None))
+)
+"""Live runs holding locks of `headwater.toml`, with their job, for claims and reasons."""
+ACTIVE_RUNS_OF_JOB = select(R.c.id, R.c.status, R.c.number).where(
+    R.c.job_id == bindparam("b_job_id"), R.c.status.in_([s.value for s in ACTIVE])
 )
 CLAIM_RUN = (
     update(R)

@@ -243,7 +243,6 @@ class DbtCloudJob(Section):
     git_sha: str | None = None
     tags: list[str] = []
     description: str | None = None
-    locks: list[str] = []
 
     @field_validator("poll_interval")
     @classmethod

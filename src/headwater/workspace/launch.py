@@ -103,6 +103,7 @@ def run_request(
 ) -> RunRequest:
     """What a trigger of `job` asks the store for: its interval, limits and concurrency."""
     job_def = job["definition"]
+    settings = job.get("settings") or {}
     timeout, grace = triggers.timeout_of(job_def)
     start, end = _interval(job_def, trigger, now, refresh)
     return RunRequest(
@@ -119,6 +120,8 @@ def run_request(
         timeout_s=timeout,
         grace_period_s=grace,
         concurrency=triggers.concurrency_of(job_def),
+        overlap=settings.get("overlap") or "skip",
+        locks=settings.get("locks") or None,
     )
 
 
