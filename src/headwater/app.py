@@ -18,6 +18,7 @@ from headwater.api import serialize as ser
 from headwater.api.app import ApiContext, create_app
 from headwater.cli.find import SERVER_FILE, ensure_admin_key
 from headwater.core import beacon
+from headwater.events.debouncer import Debouncer
 from headwater.events.dispatcher import Dispatcher
 from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
@@ -78,6 +79,7 @@ class Runtime:
         self._stop = threading.Event()
         self.scheduler = Scheduler(self.store, self.ws_id)
         self.dispatcher = Dispatcher(self.store, self.ws_id)
+        self.debouncer = Debouncer(self.store, self.ws_id)
         self.worker = Worker(
             self.store,
             self.workspace,
@@ -200,11 +202,13 @@ class Runtime:
     def _start_engine(self) -> None:
         self.worker.start()
         self.dispatcher.start()
+        self.debouncer.start()
         self.scheduler.start()
 
     def _stop_engine(self) -> None:
         self.scheduler.stop()
         self.dispatcher.stop()
+        self.debouncer.stop()
         self.worker.stop()
 
     def _share_state(self) -> None:

@@ -82,6 +82,15 @@ class ApiContext:
         out["current_version"] = None
         out["recent_job_runs"] = None
         out["downstream_job_runs"] = None
+        if (job.get("settings") or {}).get("run_interval") is not None:
+            # Headwater's own: where a debounced job's triggers go
+            state = self.store.debounce_state(job["id"]) or {}
+            out["debounce"] = {
+                "last_fire_at": state.get("last_fire_at"),
+                "next_fire_at": state.get("due_at"),
+                "fire_in_flight": bool(state.get("in_flight")),
+                "last_fire_run_id": state.get("last_run_id"),
+            }
         return out
 
     def latest_runs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:

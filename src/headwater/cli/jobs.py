@@ -45,11 +45,27 @@ def job_ls(
             "" if job.get("is_served", is_served(job["job_type"])) else not_served(job["job_type"])
         )
         trig = ", ".join(humanize(t) for t in job["job_definition"].get("triggers", [])) or "manual"
+        trig += _settings_note(job.get("settings") or {}, job.get("debounce"))
         last = f"#{latest['number']} {status_markup(latest['status'])}" if latest else "-"
         table.add_row(
             job["job_ref"] + state, job["job_type"], trig, when(job["next_scheduled_run_at"]), last
         )
     out.print(table)
+
+
+def _settings_note(settings: dict[str, Any], debounce: dict[str, Any] | None) -> str:
+    """What headwater.toml changes in how the job's triggers behave, in a few words."""
+    notes = []
+    if settings.get("overlap") in ("replace", "ignore"):
+        notes.append(f"overlap {settings['overlap']}")
+    if settings.get("locks"):
+        notes.append("locks " + ", ".join(settings["locks"]))
+    if settings.get("run_interval") is not None:
+        note = f"debounced {settings['run_interval']:g}s"
+        if debounce and debounce.get("next_fire_at"):
+            note += f", next fire {when(debounce['next_fire_at'])}"
+        notes.append(note)
+    return f" [dim]({'; '.join(notes)})[/dim]" if notes else ""
 
 
 def _manifest_error(manifest: dict[str, Any]) -> None:
@@ -128,9 +144,16 @@ def job_run(
     if item.get("status", "triggered") != "triggered":
         reasons = "; ".join(item.get("reasons") or [])
         fail(f"{item['job_ref']} not started: {item['status']} ({reasons})", code=2)
-    out.print(
-        f"started run #{run['number']} of {item['job_ref']} ({item['trigger']})  id {run['id']}"
-    )
+    folded = next((r for r in item.get("reasons") or [] if r.startswith("debounced:")), None)
+    if folded is not None:
+        # a debounced job: the trigger joined a fire in flight or one to come
+        out.print(f"{item['job_ref']}: {folded}")
+        if run is None or not wait:
+            return
+    else:
+        out.print(
+            f"started run #{run['number']} of {item['job_ref']} ({item['trigger']})  id {run['id']}"
+        )
     if wait:
         raise typer.Exit(follow_run(client, run["id"]))
 

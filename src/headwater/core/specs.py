@@ -7,11 +7,13 @@ importing it. `RunRecorder` is the one thing a trigger needs of the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from headwater.core import policy
+from headwater.core.debounce import DebounceState, Step
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,18 @@ class RunRecorder(Protocol):
     async def create_run_async(
         self, req: RunRequest, *, now: datetime | None = None, dry_run: bool = False
     ) -> TriggerResult: ...
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+
+    def debounce_step(
+        self,
+        job_id: str,
+        now: datetime,
+        interval: float,
+        decide: Callable[[DebounceState], Step],
+        *,
+        request: dict[str, Any] | None = None,
+        fired_run: tuple[int, str | None] | None = None,
+    ) -> Any:
+        """One step of the job's debouncer (`store/debounce.py`), decided and kept at once."""
+        ...

@@ -106,8 +106,9 @@ class Dispatcher:
             previous = event["run_id"]
         fired = False
         for job in jobs:
-            # dlt resolved chain selectors to concrete refs: events match by exact string
-            if any(str(t) == wanted for t in job["definition"].get("triggers", [])):
+            # dlt resolved chain selectors to concrete refs: events match by exact string;
+            # the job's triggers include the chains headwater.toml adds
+            if any(str(t) == wanted for t in job["triggers"] or []):
                 fired = True
                 result = fire(
                     self.store,

@@ -373,3 +373,25 @@ class RunArtifact(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
+
+
+class DebounceStateRow(Base):
+    """The debouncer of a job with a `run_interval` (`core/debounce.py`), persisted so a
+    pending fire and the last fire survive a restart (R6)."""
+
+    __tablename__ = "debounce_states"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    last_fire_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    due_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When the scheduled fire happens; None: none is scheduled."""
+    in_flight: Mapped[bool] = mapped_column(Boolean, default=False)
+    follow_up: Mapped[bool] = mapped_column(Boolean, default=False)
+    fire_count: Mapped[int] = mapped_column(Integer, default=0)
+    """Fires so far: fire N creates its run with the key `debounce:N`, once."""
+    in_flight_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    last_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """The run of the newest fire: what a coalesced trigger is folded into."""
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """The newest coalesced trigger (trigger, parameters, profile, triggered_by): the
+    scheduled fire runs with it."""
+    updated_at: Mapped[datetime]

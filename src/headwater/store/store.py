@@ -8,6 +8,7 @@ its own module, with its statements named in `sql.py`:
 - `runs`: creating runs (trigger decisions), reads, guarded transitions, claims
 - `combiner`: concurrent triggers recorded in one transaction per batch (sync and async)
 - `logs`, `events` (with cursors and schedule cursors), `keys`, `idempotency`
+- `debounce`: the debouncer of each job with a `run_interval`
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
@@ -23,6 +24,7 @@ from headwater.core.specs import JobSpec, LogLine, RunRequest, TriggerResult
 from headwater.store import notify
 from headwater.store.artifacts import Artifacts
 from headwater.store.combiner import Combiner
+from headwater.store.debounce import Debounces
 from headwater.store.events import Events
 from headwater.store.idempotency import Idempotency
 from headwater.store.jobs import DeployedJob, Jobs
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-class Store(Workspaces, Jobs, Combiner, Logs, Events, Keys, Idempotency, Artifacts):
+class Store(Workspaces, Jobs, Combiner, Logs, Events, Keys, Idempotency, Artifacts, Debounces):
     """The database as one handle: every part of the store on one engine and notifier."""
 
     def __init__(self, engine: Engine, notifier: notify.Notifier | None = None) -> None:

@@ -6,6 +6,7 @@ for a run, so they all get the same policy, interval and limits.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -23,6 +24,7 @@ from dlt._workspace.deployment._run_helpers import (
 from dlt._workspace.deployment.requirements import get_pkg_install_spec
 from dlt._workspace.deployment.typing import TInstallSpec, TTrigger
 
+from headwater.core import debounce, policy
 from headwater.core.specs import JobSpec, RunRecorder, RunRequest, TriggerResult
 from headwater.workspace import external, triggers
 from headwater.workspace.config import CONFIG_MODULE, WorkspaceConfig, settings_for
@@ -134,8 +136,12 @@ def fire(
     dry_run: bool = False,
     **request: Any,
 ) -> TriggerResult:
-    """Ask for a run of `job` (see `run_request` for the keyword arguments)."""
+    """Ask for a run of `job` (see `run_request` for the keyword arguments). A job with a
+    `run_interval` is debounced: the trigger fires, or is folded into a fire to come."""
     req = run_request(job, trigger, now=now, **request)
+    interval = run_interval(job)
+    if interval is not None and not dry_run:
+        return fire_debounced(store, job, req, now, interval)
     return store.create_run(req, now=now, dry_run=dry_run)
 
 
@@ -150,7 +156,89 @@ async def fire_async(
 ) -> TriggerResult:
     """`fire` for the event loop: the loop serves other requests while the run is recorded."""
     req = run_request(job, trigger, now=now, **request)
+    interval = run_interval(job)
+    if interval is not None and not dry_run:
+        return await asyncio.to_thread(fire_debounced, store, job, req, now, interval)
     return await store.create_run_async(req, now=now, dry_run=dry_run)
+
+
+# -- debounced jobs (`run_interval` in headwater.toml) --------------------------------------
+
+
+def run_interval(job: dict[str, Any]) -> float | None:
+    """The job's debounce interval in seconds; None: not debounced."""
+    value = (job.get("settings") or {}).get("run_interval")
+    return None if value is None else float(value)
+
+
+def fire_debounced(
+    store: RunRecorder, job: dict[str, Any], req: RunRequest, now: datetime, interval: float
+) -> TriggerResult:
+    """A trigger of a debounced job: fire now, or fold it into the fire that covers it
+    (`core/debounce.signal`). It never waits for anything but the store."""
+    request = {
+        "trigger": req.trigger,
+        "parameters": req.parameters,
+        "profile": req.profile,
+        "refresh": req.refresh,
+        "triggered_by": req.triggered_by,
+        "previous_run_id": req.previous_run_id,
+    }
+    t = now.timestamp()
+    out = store.debounce_step(
+        job["id"], now, interval, lambda s: debounce.signal(s, t, interval), request=request
+    )
+    return carry_out(store, job, out, now, interval)
+
+
+def carry_out(
+    store: RunRecorder, job: dict[str, Any], out: Any, now: datetime, interval: float
+) -> TriggerResult:
+    """Do what a debouncer step decided: create the fire's run (once, by its key) and
+    record it; or answer where a folded trigger went."""
+    first: TriggerResult | None = None
+    for _ in range(3):  # a fire that makes no run lands at once; its follow-up may fire
+        if out.step.action is not debounce.Action.FIRE:
+            break
+        asked = dict(out.request or {})
+        req = run_request(
+            job,
+            asked.pop("trigger", None) or triggers.manual_trigger(job["definition"]),
+            now=now,
+            dedupe_key=debounce.fire_key(out.fire_count),
+            **{k: v for k, v in asked.items() if v is not None},
+        )
+        result = store.create_run(req, now=now)
+        first = first or result
+        run_id = result.run["id"] if result.run and result.decision.creates_run else None
+        out = store.debounce_step(
+            job["id"],
+            now,
+            interval,
+            lambda s: debounce.Step(s, debounce.Action.WAIT),
+            fired_run=(out.fire_count, run_id),
+        )
+    if first is not None:
+        return first
+    return folded(store, out)
+
+
+def folded(store: RunRecorder, out: Any) -> TriggerResult:
+    """The answer to a trigger folded into a fire: the run it joins, or when it fires."""
+    last = store.get_run(out.last_run_id) if out.last_run_id else None
+    if out.due_at is not None:
+        reason = f"debounced: folded into the fire at {out.due_at.isoformat()}"
+    elif last is not None:
+        reason = (
+            f"debounced: folded into run {last['number']} ({last['status']}), whose"
+            " follow-up covers it"
+        )
+    else:
+        reason = "debounced: folded into the fire in flight"
+    return TriggerResult(
+        policy.Decision(policy.TriggerStatus.TRIGGERED, [reason]),
+        last if out.due_at is None else None,
+    )
 
 
 def effective_profile(run: dict[str, Any], job_def: dict[str, Any]) -> str | None:
