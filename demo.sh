@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs Headwater into .venv, starts it on the demo workspace, and runs the demo end to end:
-# two dlt pipelines load currencies, exchange rates and products into DuckDB, and a report job
-# chained on the currencies load builds reporting tables. The server stays up afterwards.
+# two dlt pipelines load currencies, exchange rates and products into DuckDB; a report job and a
+# dbt-duckdb transform (models and tests) chained on the currencies load build on them. The
+# server stays up afterwards.
 set -euo pipefail
 cd "$(dirname "$0")"
 echo "== 1/3 installing Headwater into .venv (what running needs; the tests install more)"
@@ -37,22 +38,34 @@ from headwater.client import Client
 
 ws = Path(sys.argv[1])
 client = Client(*find_server(ws))
-report = next(j for j in client.jobs() if j["job_ref"].endswith(".report"))
-deadline = time.monotonic() + 120
-while time.monotonic() < deadline:
-    latest = client.job(report["id"])["latest_job_run"]
-    if latest and latest["status"] in ("completed", "failed", "cancelled"):
-        break
-    time.sleep(0.2)
+
+
+def finished(name):
+    job = next(j for j in client.jobs() if j["job_ref"].endswith("." + name))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        latest = client.job(job["id"])["latest_job_run"]
+        if latest and latest["status"] in ("completed", "failed", "cancelled"):
+            return latest
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not finish in time")
+
+
+latest = finished("report")
 print(f"report run #{latest['number']} ({latest['trigger']}): {latest['status']}")
 for line in client.logs(latest["id"]):
     if line["source"] == "user":
         print("  |", line["content"])
+transform = finished("transform")
+print(f"transform run #{transform['number']} ({transform['trigger']}): {transform['status']}")
+Path(ws / ".headwater" / "transform-run").write_text(transform["id"])
 db = duckdb.connect(str(ws / ".dlt" / "data" / "dev" / "demo.duckdb"), read_only=True)
-for table in ("raw.currencies", "raw.rates", "raw.products", "reporting.latest_rates", "reporting.products_by_category"):
+for table in ("raw.currencies", "raw.rates", "raw.products", "reporting.latest_rates", "reporting.products_by_category", "analytics.product_prices_eur"):
     print(f"  {table:<32} {db.execute(f'select count(*) from {table}').fetchone()[0]:>5} rows")
-sys.exit(0 if latest["status"] == "completed" else 1)
+sys.exit(0 if latest["status"] == transform["status"] == "completed" else 1)
 PY
+# the dbt transform's models and tests, as Headwater kept them from its run_results.json
+"$HW" run show "$(cat "$WS/.headwater/transform-run")" -w "$WS"
 echo
 WS_ID=$(python3 -c "import json;print(json.load(open('$WS/.headwater/server.json'))['workspace_id'])")
 PID=$(python3 -c "import json;print(json.load(open('$WS/.headwater/server.json'))['pid'])")

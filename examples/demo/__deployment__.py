@@ -1,4 +1,4 @@
-"""Headwater demo: two ingest jobs and a report chained after one of them.
+"""Headwater demo: two ingest jobs, and a report and a dbt transform chained after one.
 
 Importing this module only declares jobs; the work lives in `pipelines.py`.
 """
@@ -6,7 +6,7 @@ Importing this module only declares jobs; the work lives in `pipelines.py`.
 import dlt.hub.run as run
 import pipelines
 
-__all__ = ["currencies", "products", "report"]
+__all__ = ["currencies", "products", "report", "transform"]
 
 
 # `run.pipeline` is a batch job that also declares the pipeline it delivers
@@ -37,3 +37,9 @@ def products() -> None:
 def report() -> None:
     """Rebuild the reporting tables after every successful currencies load."""
     pipelines.build_report()
+
+
+@run.job(trigger=[currencies.success], expose={"tags": ["transform"]})
+def transform() -> None:
+    """dbt build of `transform/` (models and tests) after every successful currencies load."""
+    pipelines.run_dbt()

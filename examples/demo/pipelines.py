@@ -197,3 +197,25 @@ def build_report() -> None:
         else:
             line += "; no products loaded yet, skipped reporting.products_by_category"
     print(line)
+
+
+# --- transform: a dbt-duckdb project over the loaded tables -----------------
+
+DBT_PROJECT = HERE / "transform"
+
+
+def run_dbt() -> None:
+    """`dbt build` (models and their tests) of `transform/`, in this process.
+
+    Headwater gives every run its own dbt target folder (DBT_TARGET_PATH) and keeps its
+    run_results.json and manifest.json: `headwater run show` lists each model and test.
+    """
+    from dbt.cli.main import dbtRunner
+
+    os.environ["DEMO_DUCKDB_PATH"] = duckdb_path()
+    project = str(DBT_PROJECT)
+    result = dbtRunner().invoke(
+        ["build", "--project-dir", project, "--profiles-dir", project, "--no-use-colors"]
+    )
+    if not result.success:
+        raise RuntimeError(f"dbt build failed: {result.exception or 'see the models and tests'}")

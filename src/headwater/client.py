@@ -99,6 +99,10 @@ class Client:
     def run(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"{self.w}/job-runs/{run_id}")
 
+    def artifacts(self, run_id: str) -> dict[str, Any]:
+        """The run's artifact files and its dbt table (`dbt`: None when it ran no dbt)."""
+        return self._call("GET", f"{self.w}/job-runs/{run_id}/artifacts")
+
     def pipeline_run(self, pipeline_run_id: str) -> dict[str, Any]:
         """One pipeline run a job run reported: its tables and their rows."""
         return self._call(

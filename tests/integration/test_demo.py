@@ -27,18 +27,49 @@ def test_demo_loads_into_duckdb_and_the_chained_report_builds_tables(tmp_path: P
         report = srv.wait_run(chained[0]["id"], timeout=120)
         assert report["status"] == "completed", srv.logs(report["id"])
         assert report["previous_job_run_id"] == currencies["id"]
+        # the dbt transform, chained on the same load, waits for the warehouse lock
+        transform = srv.wait_run(srv.wait_for(lambda: srv.runs("transform"), 30)[0]["id"], 180)
+        assert transform["status"] == "completed", srv.logs(transform["id"])
+        spans = sorted((r["started_at"], r["finished_at"]) for r in (report, transform))
+        assert spans[0][1] <= spans[1][0], spans
+        artifacts = srv.get(f"{srv.w}/job-runs/{transform['id']}/artifacts")
+        assert sorted(a["name"] for a in artifacts["items"]) == [
+            "manifest.json",
+            "run_results.json",
+        ]
+        dbt = artifacts["dbt"]
+        assert dbt["source"] == "dbt_core" and dbt["failures"] is None
+        assert dbt["counts"] == {"success": 4, "pass": 7}
+        nodes = {row["unique_id"]: row for row in dbt["results"]}
+        model = nodes["model.demo_transform.product_prices_eur"]
+        assert model["status"] == "success" and model["execution_time"] > 0
+        raw = srv.http.get(artifacts["items"][1]["url"], headers=srv.http.headers)
+        assert raw.status_code == 200 and raw.json()["results"]
+        shown = srv.cli("run", "show", transform["id"]).stdout
+        assert "dbt (dbt_core): 4 success, 7 pass" in shown, shown
+        assert "model.demo_transform.product_prices_eur" in shown
+        # the run's own dbt folder is gone; nothing was written into the project
+        assert not (ws / ".headwater" / "runs" / transform["id"]).exists()
+        assert not (ws / "transform" / "target").exists()
     finally:
         srv.stop()
     db = duckdb.connect(str(ws / ".dlt" / "data" / "dev" / "demo.duckdb"), read_only=True)
     counts = {
         t: db.execute(f"select count(*) from {t}").fetchone()[0]
-        for t in ("raw.currencies", "raw.rates", "raw.products", "reporting.latest_rates")
+        for t in (
+            "raw.currencies",
+            "raw.rates",
+            "raw.products",
+            "reporting.latest_rates",
+            "analytics.product_prices_eur",
+        )
     }
     assert counts == {
         "raw.currencies": 6,
         "raw.rates": 150,
         "raw.products": 20,
         "reporting.latest_rates": 5,
+        "analytics.product_prices_eur": 20,
     }
     # dlt kept pipeline state in the workspace, not in its global folder
     assert (ws / ".headwater" / "data" / "pipelines" / "demo_currencies").is_dir()

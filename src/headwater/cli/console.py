@@ -39,6 +39,13 @@ STATUS_STYLE = {
     "starting": "cyan",
     "pending": "blue",
     "cancelling": "yellow",
+    # dbt's node statuses
+    "success": "green",
+    "pass": "green",
+    "warn": "yellow",
+    "error": "red",
+    "fail": "red",
+    "runtime error": "red",
 }
 
 

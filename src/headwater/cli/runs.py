@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from headwater.cli.console import (
@@ -101,6 +102,31 @@ def run_show(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
             highlight=False,
         )
     _rows_loaded(client, run.get("pipeline_run_summaries") or [])
+    _dbt_table(call(client.artifacts, run["id"]))
+
+
+def _dbt_table(artifacts: dict[str, Any]) -> None:
+    """The run's dbt models and tests, one row each, when it ran dbt (Core or Cloud)."""
+    dbt = artifacts.get("dbt")
+    if not dbt:
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in dbt["counts"].items())
+    table = Table(title=f"dbt ({dbt['source']}): {counts}", title_justify="left")
+    for column in ("node", "status", "time", "rows", "message"):
+        table.add_column(column, justify="right" if column in ("time", "rows") else "left")
+    for row in dbt["results"]:
+        seconds = row.get("execution_time")
+        rows = row.get("failures") if row["resource_type"] == "test" else row.get("rows_affected")
+        table.add_row(
+            row["unique_id"],
+            status_markup(row["status"]),
+            f"{seconds:.2f}s" if seconds is not None else "-",
+            "-" if rows is None else str(rows),
+            escape((row.get("message") or "").splitlines()[0] if row.get("message") else ""),
+        )
+    out.print(table)
+    names = ", ".join(a["name"] for a in artifacts.get("items") or [])
+    out.print(f"  {'artifacts':<20} {names}", highlight=False)
 
 
 def _rows_loaded(client: Client, summaries: list[dict[str, Any]]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from headwater.worker.artifacts import dbt_environment
 from headwater.worker.processes import ForkServer, FreshLauncher
 from headwater.workspace.launch import dlt_profile, run_environment, served_local_dir
 
@@ -128,6 +129,8 @@ class LauncherPool:
         dsn = self.beacon_dsn(run) if self.beacon_dsn is not None else None
         local_dir = self.local_dir(code_dir, run, job_def, base)
         env = run_environment(base, code_dir, run, self.ws_id, self.data_dir, dsn, local_dir)
+        for name, value in dbt_environment(self.workspace, run["id"]).items():
+            env.setdefault(name, value)  # a variable of the user's own wins
         return env, secrets
 
     def pick(self) -> Starter:

@@ -24,7 +24,7 @@ from headwater.core.states import RunStatus
 from headwater.loops import SupervisedLoop
 from headwater.store import notify
 from headwater.store.store import Store
-from headwater.worker import strays
+from headwater.worker import artifacts, strays
 from headwater.worker.launchers import LauncherPool
 from headwater.worker.logpump import LogPump, RunLog
 from headwater.worker.processes import process_start_ticks
@@ -458,6 +458,9 @@ class Supervisor:
                 exception=rl.exception() if rl is not None else None,
             )
         )
+        dbt_failures = artifacts.collect(self.store, self.launchers.workspace, run["id"])
+        if dbt_failures and status is not RunStatus.COMPLETED:
+            reason = f"{reason}; {dbt_failures}" if reason else dbt_failures
         over_cap = rl.over_cap if rl is not None else 0
         self.logs.runner_line(
             run["id"], outcomes.last_line(run["number"], status, code, reason, over_cap)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from headwater.api import serialize as ser
@@ -15,8 +16,9 @@ from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
 from headwater.api.limits import check_parameters
 from headwater.api.responses import MAX_INT, ApiError
-from headwater.core import policy
+from headwater.core import dbt_results, policy
 from headwater.core.access import Action, Scope
+from headwater.core.dbt_results import RUN_RESULTS
 from headwater.core.states import TERMINAL, RunStatus
 from headwater.workspace import triggers
 from headwater.workspace.launch import fire_async
@@ -165,7 +167,56 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             succeeded.append(item)
         return {"succeeded": succeeded, "skipped": skipped, "failed": failed}
 
+    @r.get("/api/v1/workspaces/{ws}/job-runs/{run_id}/artifacts", tags=["headwater"])
+    def list_artifacts(
+        ws: str, run_id: str, p: Principal = Depends(auth.require(Action.READ_RUNS))
+    ) -> Any:
+        """Headwater's own: the files the run left (dbt's run_results.json, manifest.json)
+        and, when it ran dbt, one row per model and test (status, time, rows, message)."""
+        run = ctx.run(ws, run_id)
+        auth.check_run(p, run)
+        base = f"{ctx.base_url()}/api/v1/workspaces/{ws}/job-runs/{run_id}/artifacts"
+        items = [
+            {
+                "name": a["name"],
+                "source": a["source"],
+                "size_bytes": a["size"],
+                "created_at": a["created_at"],
+                "url": f"{base}/{a['name']}",
+            }
+            for a in store.list_artifacts(run_id)
+        ]
+        return {"items": items, "dbt": dbt_view(store.get_artifact(run_id, RUN_RESULTS))}
+
+    @r.get("/api/v1/workspaces/{ws}/job-runs/{run_id}/artifacts/{name}", tags=["headwater"])
+    def get_artifact(
+        ws: str, run_id: str, name: str, p: Principal = Depends(auth.require(Action.READ_RUNS))
+    ) -> Any:
+        """Headwater's own: one artifact file of the run, as the run wrote it."""
+        run = ctx.run(ws, run_id)
+        auth.check_run(p, run)
+        found = store.get_artifact(run_id, name)
+        if found is None:
+            raise ApiError(404, f"run {run_id} has no artifact {name!r}", "artifact_not_found")
+        return Response(bytes(found["content"]), media_type="application/json")
+
     return r
+
+
+def dbt_view(run_results: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The per-model and per-test table of a stored `run_results.json`; None: no dbt."""
+    if run_results is None:
+        return None
+    try:
+        rows = dbt_results.node_results(json.loads(bytes(run_results["content"])))
+    except ValueError:
+        return None
+    return {
+        "source": run_results["source"],
+        "counts": dbt_results.counts(rows),
+        "failures": dbt_results.failure_summary(rows),
+        "results": [row.as_dict() for row in rows],
+    }
 
 
 def check_cancel(auth: Authenticator, p: Principal, run: dict[str, Any]) -> None:

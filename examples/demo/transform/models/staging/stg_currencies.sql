@@ -1,0 +1,2 @@
+select code, name, symbol
+from {{ source('raw', 'currencies') }}

@@ -1,0 +1,2 @@
+select id as product_id, name, category, price, currency
+from {{ source('raw', 'products') }}
