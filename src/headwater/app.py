@@ -20,6 +20,7 @@ from headwater.cli.find import SERVER_FILE, ensure_admin_key
 from headwater.core import beacon
 from headwater.events.debouncer import Debouncer
 from headwater.events.dispatcher import Dispatcher
+from headwater.monitors.dbt_cloud import DbtCloudMonitor
 from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.packages import PackageStore
@@ -80,6 +81,10 @@ class Runtime:
         self.scheduler = Scheduler(self.store, self.ws_id)
         self.dispatcher = Dispatcher(self.store, self.ws_id)
         self.debouncer = Debouncer(self.store, self.ws_id)
+        # dbt Cloud tokens may be workspace secrets (`secret:NAME` in headwater.toml)
+        self.monitor = DbtCloudMonitor(
+            self.store, self.ws_id, variables=lambda: self.variables.resolve(self.ws_id, None)
+        )
         self.worker = Worker(
             self.store,
             self.workspace,
@@ -203,12 +208,14 @@ class Runtime:
         self.worker.start()
         self.dispatcher.start()
         self.debouncer.start()
+        self.monitor.start()
         self.scheduler.start()
 
     def _stop_engine(self) -> None:
         self.scheduler.stop()
         self.dispatcher.stop()
         self.debouncer.stop()
+        self.monitor.stop()
         self.worker.stop()
 
     def _share_state(self) -> None:

@@ -26,7 +26,7 @@ S = RunStatus
 
 # Written out by hand on purpose: a change to TRANSITIONS must be made here too.
 EXPECTED_MOVES: dict[RunStatus, set[RunStatus]] = {
-    S.PENDING: {S.STARTING, S.CANCELLED, S.FAILED},
+    S.PENDING: {S.STARTING, S.CANCELLED, S.FAILED, S.SKIPPED},
     S.STARTING: {S.RUNNING, S.FAILED, S.CANCELLING},
     S.RUNNING: {S.COMPLETED, S.FAILED, S.CANCELLING},
     S.CANCELLING: {S.CANCELLED, S.COMPLETED, S.FAILED},

@@ -66,6 +66,8 @@ class State:
     faults: list[Fault] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     host: str = "http://127.0.0.1"
+    fail_after_post: int = 0
+    """The next N run POSTs make their run, then answer 500 (did it happen? look it up)."""
 
 
 STATE = State()
@@ -217,7 +219,11 @@ async def trigger_run(request: Request) -> Response:
         return error(400, "cause is required")
     if len(cause) > 255:
         return error(400, "cause: Ensure this field has no more than 255 characters.")
-    return envelope(run_view(_new_run(job, body)))
+    made = run_view(_new_run(job, body))
+    if STATE.fail_after_post > 0:
+        STATE.fail_after_post -= 1
+        return error(500, "injected 500 after the run was made")
+    return envelope(made)
 
 
 async def rerun(request: Request) -> Response:
@@ -370,6 +376,11 @@ async def control_fault(request: Request) -> Response:
     return JSONResponse({"faults": len(STATE.faults)})
 
 
+async def control_fail_after_post(request: Request) -> Response:
+    STATE.fail_after_post = int((await request.json())["times"])
+    return JSONResponse({"ok": True})
+
+
 async def control_requests(request: Request) -> Response:
     return JSONResponse(STATE.requests)
 
@@ -422,6 +433,7 @@ def app() -> Starlette:
         Route("/_control/jobs", control_job, methods=["POST"]),
         Route("/_control/faults", control_fault, methods=["POST"]),
         Route("/_control/requests", control_requests),
+        Route("/_control/fail_after_post", control_fail_after_post, methods=["POST"]),
         Route("/_control/runs", control_runs),
         Route("/_control/runs", control_add_run, methods=["POST"]),
         Route("/_control/runs/{run_id:int}", control_set, methods=["POST"]),
@@ -492,6 +504,9 @@ class FakeDbtCloud:
 
     def set_run(self, run_id: int, status: int, message: str | None = None) -> None:
         self._post(f"/_control/runs/{run_id}", {"status": status, "message": message})
+
+    def fail_after_post(self, times: int = 1) -> None:
+        self._post("/_control/fail_after_post", {"times": times})
 
     def reset(self) -> None:
         self._post("/_control/reset", {})

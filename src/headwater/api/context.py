@@ -127,4 +127,9 @@ class ApiContext:
         job = job or self.store.get_job(run["job_id"])
         assert job is not None
         version = self.store.get_job_version(run["job_version_id"])
-        return ser.detailed_run(run, job, version, self.base_url(), self.default_profile())
+        out = ser.detailed_run(run, job, version, self.base_url(), self.default_profile())
+        if job.get("job_type") == "dbt_cloud":
+            # Headwater's own: the dbt Cloud run it started or watches, and its page
+            watch = self.store.get_watch(run["id"]) or {}
+            out["dbt_cloud"] = {"run_id": watch.get("dbt_run_id"), "job_run_url": watch.get("href")}
+        return out

@@ -26,9 +26,15 @@ class TriggerStatus(StrEnum):
 TIMED_TRIGGER_KINDS = frozenset({"schedule", "every", "once"})
 """Trigger kinds a paused job stops firing; every other kind still works."""
 
-SERVED_JOB_TYPES = frozenset({"batch"})
-"""Job types Headwater runs. Interactive (notebooks, apps) and stream jobs are listed and
-published, but not run here yet: their triggers answer `skipped_not_served`."""
+SERVED_JOB_TYPES = frozenset({"batch", "dbt_cloud"})
+"""Job types Headwater runs (dbt Cloud jobs through its monitors). Interactive (notebooks,
+apps) and stream jobs are listed and published, but not run here yet: their triggers answer
+`skipped_not_served`."""
+
+
+MONITOR_ID = "dbt-cloud-monitor"
+"""The `worker_id` of runs the dbt Cloud monitor drives: they own no process, and after a
+restart the monitor (not the worker's recovery) takes them up again."""
 
 
 def is_served(job_type: str) -> bool:

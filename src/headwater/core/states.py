@@ -41,8 +41,11 @@ INITIAL: frozenset[RunStatus] = frozenset({RunStatus.PENDING, RunStatus.SKIPPED}
 """States a run may be created in: queued, or recorded as declined."""
 
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    # a pending run can be cancelled or failed (archived job, launch refused) before it starts
-    RunStatus.PENDING: frozenset({RunStatus.STARTING, RunStatus.CANCELLED, RunStatus.FAILED}),
+    # a pending run can be cancelled or failed (archived job, launch refused) before it
+    # starts, or declined when it fires (a dbt Cloud job whose mode skips)
+    RunStatus.PENDING: frozenset(
+        {RunStatus.STARTING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.SKIPPED}
+    ),
     RunStatus.STARTING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLING}),
     RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLING}),
     # the process may finish on its own while it is being stopped

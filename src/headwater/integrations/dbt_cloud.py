@@ -113,7 +113,9 @@ class DbtCloudClient:
                 last = f"cannot reach dbt Cloud at {self.base}: {ex!r}"
             except httpx.TimeoutException as ex:
                 if post_run:
-                    raise RunPostUnknown(f"dbt Cloud did not answer the run request: {ex!r}") from ex
+                    raise RunPostUnknown(
+                        f"dbt Cloud did not answer the run request: {ex!r}"
+                    ) from ex
                 last = f"dbt Cloud did not answer in time: {ex!r}"
             except httpx.HTTPError as ex:
                 if post_run:

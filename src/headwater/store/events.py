@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from headwater.store import notify
 from headwater.store.base import StoreBase
 from headwater.store.db import write
 from headwater.store.sql import (
@@ -17,12 +18,30 @@ from headwater.store.sql import (
     SCHEDULE_CURSORS,
     advance_schedule,
     upsert_cursor,
+    utcnow,
 )
 
 
 class Events(StoreBase):
     def events_after(self, position: int, limit: int = 500) -> list[dict[str, Any]]:
         return self._all(EVENTS_AFTER, {"b_position": position, "b_limit": limit})
+
+    def add_event(
+        self,
+        ws_id: str,
+        kind: str,
+        *,
+        job_id: str | None = None,
+        run_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an event of its own (what is not a state change of a row: a dbt Cloud
+        run's outcome, say) and wake the event readers."""
+        with write(self.engine) as conn:
+            self._event(
+                conn, ws_id, kind, job_id=job_id, run_id=run_id, payload=payload, now=utcnow()
+            )
+        self.notifier.notify(notify.EVENTS)
 
     def last_event_id(self) -> int:
         with self.reader.connect() as conn:

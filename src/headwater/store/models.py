@@ -395,3 +395,23 @@ class DebounceStateRow(Base):
     """The newest coalesced trigger (trigger, parameters, profile, triggered_by): the
     scheduled fire runs with it."""
     updated_at: Mapped[datetime]
+
+
+class DbtCloudWatch(Base):
+    """A Headwater run of a dbt Cloud job: the fire's intent (stored before the run POST)
+    and dbt Cloud's run id (stored right after), so a restart resumes the watch, and finds
+    by its cause a run whose id was never stored, instead of starting another."""
+
+    __tablename__ = "dbt_cloud_watches"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36))
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    dbt_job_id: Mapped[int] = mapped_column(BigInteger)
+    cause: Mapped[str] = mapped_column(Text)
+    intent_at: Mapped[datetime]
+    dbt_run_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    href: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The run's page in dbt Cloud (`job_run_url`)."""
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deadline_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

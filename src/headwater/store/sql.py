@@ -216,7 +216,9 @@ LIVE_RUNS_OF_WORKER = LIVE_RUNS.where(R.c.worker_id == bindparam("b_worker_id"))
 CLAIM_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 PENDING_RUNS = (
     select(R.c.id, R.c.pipeline_name, R.c.reason, R.c.locks)
-    .where(R.c.status == RunStatus.PENDING.value)
+    .join(J, J.c.id == R.c.job_id)
+    # dbt Cloud jobs' runs are the monitors', never a worker's
+    .where(R.c.status == RunStatus.PENDING.value, J.c.job_type != "dbt_cloud")
     .order_by(R.c.created_at, R.c.number)
     .limit(50)
 )

@@ -9,6 +9,7 @@ its own module, with its statements named in `sql.py`:
 - `combiner`: concurrent triggers recorded in one transaction per batch (sync and async)
 - `logs`, `events` (with cursors and schedule cursors), `keys`, `idempotency`
 - `debounce`: the debouncer of each job with a `run_interval`
+- `watches`: the dbt Cloud runs the monitors drive
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
@@ -30,6 +31,7 @@ from headwater.store.idempotency import Idempotency
 from headwater.store.jobs import DeployedJob, Jobs
 from headwater.store.keys import AmbiguousKeyError, Keys
 from headwater.store.logs import Logs
+from headwater.store.watches import Watches
 from headwater.store.workspaces import Workspaces
 
 # re-exported: callers outside the store import these names from here
@@ -44,7 +46,9 @@ __all__ = [
 ]
 
 
-class Store(Workspaces, Jobs, Combiner, Logs, Events, Keys, Idempotency, Artifacts, Debounces):
+class Store(
+    Workspaces, Jobs, Combiner, Logs, Events, Keys, Idempotency, Artifacts, Debounces, Watches
+):
     """The database as one handle: every part of the store on one engine and notifier."""
 
     def __init__(self, engine: Engine, notifier: notify.Notifier | None = None) -> None:

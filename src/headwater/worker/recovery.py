@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from datetime import UTC, datetime
 
+from headwater.core.policy import MONITOR_ID
 from headwater.core.states import RunStatus
 from headwater.store.store import LogLine, Store
 from headwater.worker.processes import is_same_process
@@ -19,6 +20,8 @@ def recover_lost_runs(store: Store, reason: str = "runtime lost") -> list[str]:
     """
     ended = []
     for run in store.live_runs():
+        if run.get("worker_id") == MONITOR_ID:
+            continue  # a dbt Cloud run: no process of ours; the monitor resumes its watch
         alive = is_same_process(run.get("pid"), run.get("pid_started"))
         if alive:
             signal_group(run["pid"], signal.SIGKILL)
