@@ -243,3 +243,16 @@ def test_a_sigkill_mid_watch_resumes_the_watch_after_restart(
     assert "after a restart: watching dbt Cloud run" in lines(srv, done["id"])
     ours = [r for r in dbt_runs(fake, "transform") if r["id"] == done["dbt_cloud"]["run_id"]]
     assert len(ours) == 1
+
+
+def test_t14_a_trigger_answers_at_once_while_dbt_cloud_is_slow(
+    srv: Server, fake: FakeDbtCloud
+) -> None:
+    fake.fault("POST", rf"/jobs/{JOBS['ignored']}/run/$", delay=5.0)
+    made = len(dbt_runs(fake, "ignored"))
+    answer = srv.trigger("ignored")["succeeded"][0]
+    # answered with the run pending, before dbt Cloud made the run: the monitor posts later
+    assert answer["job_run"]["status"] == "pending"
+    assert len(dbt_runs(fake, "ignored")) == made
+    done = srv.wait_run(answer["job_run_id"], timeout=60)
+    assert done["status"] == "completed", lines(srv, done["id"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from headwater.workspace.config import (
@@ -137,3 +139,19 @@ def test_a_key_that_selects_no_job_is_an_error() -> None:
 def test_only_chains_may_be_added_as_triggers() -> None:
     with pytest.raises(ConfigError, match="only job.success"):
         parse_config('[jobs.a]\ntriggers = ["schedule:* * * * *"]\n')
+
+
+def test_a_dbt_cloud_jobs_run_interval_debounces_it_like_any_job(tmp_path: Path) -> None:
+    from headwater.workspace.launch import job_specs
+    from headwater.workspace.manifest import LoadedManifest
+
+    config = parse_config(
+        '[dbt_cloud.connections.p]\naccount_id = 1\ntoken = "env:T"\n'
+        '[[dbt_cloud.jobs]]\nname = "t"\nconnection = "p"\njob_id = 9\nrun_interval = "30m"\n'
+        "trigger_on_start = false\n"
+    )
+    loaded = LoadedManifest({"jobs": []}, [], "h")
+    (spec,) = job_specs(loaded, config)
+    assert spec.job_type == "dbt_cloud" and spec.job_ref == "jobs.dbt_cloud.t"
+    assert spec.settings == {"run_interval": 1800.0, "trigger_on_start": False}
+    assert spec.deployment_module == "headwater.toml"

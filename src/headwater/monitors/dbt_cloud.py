@@ -140,8 +140,11 @@ class DbtCloudMonitor:
                     await self.turn()
                 except Exception:  # a bad turn must not end the watches
                     log.exception("dbt Cloud monitor turn failed")
+                wait = TURN_S
+                if self._due:  # a poll due sooner than the next turn is not kept waiting
+                    wait = min(wait, max(0.005, self._due[0][0] - time.monotonic()))
                 try:
-                    await asyncio.wait_for(self._stopping.wait(), TURN_S)
+                    await asyncio.wait_for(self._stopping.wait(), wait)
                 except TimeoutError:
                     pass
         finally:

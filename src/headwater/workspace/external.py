@@ -68,6 +68,15 @@ def job_type_of(job_def: dict[str, Any]) -> str:
     return triggers.job_type(job_def)
 
 
+def debounce_settings(job_def: dict[str, Any]) -> dict[str, Any]:
+    """A dbt Cloud job's own `run_interval` and `trigger_on_start`, as job settings: its
+    triggers are debounced like any job's (a `[jobs."..."]` table may still override)."""
+    own = job_def.get(DBT_CLOUD_JOB_TYPE) if job_type_of(job_def) == DBT_CLOUD_JOB_TYPE else None
+    if not own or own.get("run_interval") is None:
+        return {}
+    return {"run_interval": own["run_interval"], "trigger_on_start": own["trigger_on_start"]}
+
+
 def resolve_chains(chains: Sequence[str], refs: Sequence[str], own_ref: str) -> list[str]:
     """`job.success:<ref>` triggers added in `headwater.toml`, with full refs."""
     return [_check(t, refs, own_ref) for t in chains]

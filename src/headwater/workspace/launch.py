@@ -49,7 +49,7 @@ def job_specs(loaded: LoadedManifest, config: WorkspaceConfig | None = None) -> 
     )
     specs = []
     for jd, module in defs:
-        own = settings[jd["job_ref"]]
+        own = {**external.debounce_settings(jd), **settings[jd["job_ref"]]}
         added = external.resolve_chains(own.get("triggers") or [], refs, jd["job_ref"])
         specs.append(
             JobSpec(
