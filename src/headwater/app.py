@@ -16,6 +16,8 @@ from typing import Any
 
 from headwater.api import serialize as ser
 from headwater.api.app import ApiContext, create_app
+from headwater.automations.delivery import Deliverer
+from headwater.automations.rules import RuleEngine
 from headwater.cli.find import SERVER_FILE, ensure_admin_key
 from headwater.core import beacon
 from headwater.events.debouncer import Debouncer
@@ -84,6 +86,13 @@ class Runtime:
         # dbt Cloud tokens may be workspace secrets (`secret:NAME` in headwater.toml)
         self.monitor = DbtCloudMonitor(
             self.store, self.ws_id, variables=lambda: self.variables.resolve(self.ws_id, None)
+        )
+        self.automations = RuleEngine(self.store, self.ws_id, base_url=lambda: self.url)
+        self.deliverer = Deliverer(
+            self.store,
+            self.ws_id,
+            code_dir=lambda: self.deployments.code_dir,
+            variables=lambda: self.variables.resolve(self.ws_id, None),
         )
         self.worker = Worker(
             self.store,
@@ -209,6 +218,8 @@ class Runtime:
         self.dispatcher.start()
         self.debouncer.start()
         self.monitor.start()
+        self.automations.start()
+        self.deliverer.start()
         self.scheduler.start()
 
     def _stop_engine(self) -> None:
@@ -216,6 +227,8 @@ class Runtime:
         self.dispatcher.stop()
         self.debouncer.stop()
         self.monitor.stop()
+        self.automations.stop()
+        self.deliverer.stop()
         self.worker.stop()
 
     def _share_state(self) -> None:

@@ -99,6 +99,13 @@ class Client:
     def run(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"{self.w}/job-runs/{run_id}")
 
+    def automations(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{self.w}/automations")["items"])
+
+    def deliveries(self, failed: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        params = {"failed": str(failed).lower(), "limit": limit}
+        return list(self._call("GET", f"{self.w}/deliveries", params=params)["items"])
+
     def artifacts(self, run_id: str) -> dict[str, Any]:
         """The run's artifact files and its dbt table (`dbt`: None when it ran no dbt)."""
         return self._call("GET", f"{self.w}/job-runs/{run_id}/artifacts")

@@ -22,6 +22,7 @@ from headwater.api.context import ApiContext
 from headwater.api.limits import BodyLimit, RejectNul
 from headwater.api.responses import ERROR_RESPONSES, JSONBody, document_errors, error_body
 from headwater.api.routes import (
+    automations,
     beacon,
     deployments,
     jobs,
@@ -147,6 +148,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # the trigger routes' routers first: requests are matched against routes in order
     routers = (jobs, runs, workspace, logs, keys, legacy, deployments, organizations, webhooks)
-    for module in (*routers, workspace_variables, beacon, telemetry):
+    for module in (*routers, workspace_variables, beacon, telemetry, automations):
         app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app

@@ -63,7 +63,7 @@ LOOKUP_SLACK = timedelta(seconds=60)
 """A run found by cause counts when created this long before the intent, at most (clocks)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Watch:
     run_id: str
     number: int
@@ -74,6 +74,9 @@ class Watch:
     href: str | None
     last_status: int | None
     deadline: datetime
+    due: float = 0.0
+    """When the next poll is due (monotonic): polls keep their cadence, whatever a poll
+    and its writes took."""
 
 
 class DbtCloudMonitor:
@@ -102,6 +105,13 @@ class DbtCloudMonitor:
         self._http: httpx.AsyncClient | None = None
         self._gate: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._clients: dict[str, tuple[str, dict[str, Any], DbtCloudClient]] = {}
+        """Job id -> (definition hash, settings, client): one per job, shared by its watches."""
+        self._lines: dict[str, list[LogLine]] = {}
+        """Log lines not yet written, by run: written together once per turn."""
+        self._next_line: dict[str, int] = {}
+        self._statuses: dict[str, int] = {}
+        """Last statuses seen and not yet stored."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -151,6 +161,7 @@ class DbtCloudMonitor:
             # R8: fires in flight finish within their HTTP timeout
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=35)
+            await self._flush()
             await self._http.aclose()
 
     # -- one turn -------------------------------------------------------------------------------
@@ -176,6 +187,7 @@ class DbtCloudMonitor:
             _at, _seq, run_id = heapq.heappop(self._due)
             if run_id in self._watches and run_id not in self._cancelling:
                 self._spawn(self._poll(self._watches[run_id]))
+        await self._flush()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -183,7 +195,11 @@ class DbtCloudMonitor:
         task.add_done_callback(self._tasks.discard)
 
     def _schedule(self, watch: Watch, after: float) -> None:
-        heapq.heappush(self._due, (time.monotonic() + after, next(self._seq), watch.run_id))
+        now = time.monotonic()
+        # the next poll is `after` past the last one's due time (its cadence), not past its
+        # end; a watch that fell behind is polled at once, not in a burst
+        watch.due = max(now, watch.due + after) if watch.due else now + after
+        heapq.heappush(self._due, (watch.due, next(self._seq), watch.run_id))
 
     # -- clients --------------------------------------------------------------------------------
 
@@ -192,6 +208,15 @@ class DbtCloudMonitor:
         token = resolve_secret(conn["token"], self.env, self.variables().get)
         assert self._http is not None
         return DbtCloudClient(conn["access_url"], int(conn["account_id"]), token, http=self._http)
+
+    def _for_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], DbtCloudClient]:
+        """The job's settings and client, shared by all its watches while it is unchanged."""
+        cached = self._clients.get(job["id"])
+        if cached is None or cached[0] != job["definition_hash"]:
+            settings = job["definition"]["dbt_cloud"]
+            cached = (job["definition_hash"], settings, self._client(settings))
+            self._clients[job["id"]] = cached
+        return cached[1], cached[2]
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         assert self._gate is not None
@@ -204,9 +229,8 @@ class DbtCloudMonitor:
         try:
             job = await asyncio.to_thread(self.store.get_job, run["job_id"])
             assert job is not None
-            settings = job["definition"]["dbt_cloud"]
             try:
-                client = self._client(settings)
+                settings, client = self._for_job(job)
             except SecretNotFound as ex:
                 await self._end(run["id"], RunStatus.FAILED, f"dbt Cloud token: {ex}")
                 return
@@ -406,8 +430,7 @@ class DbtCloudMonitor:
         try:
             job = await asyncio.to_thread(self.store.get_job, row["job_id"])
             assert job is not None
-            settings = job["definition"]["dbt_cloud"]
-            client = self._client(settings)
+            settings, client = self._for_job(job)
             if row["dbt_run_id"] is None:
                 found = await self._find_by_cause(
                     client, int(row["dbt_job_id"]), row["cause"], row["intent_at"]
@@ -464,7 +487,7 @@ class DbtCloudMonitor:
             status = int(dbt_run["status"])
             if status != watch.last_status:
                 watch.last_status = status
-                await asyncio.to_thread(self.store.watch_update, watch.run_id, last_status=status)
+                self._statuses[watch.run_id] = status
                 await self._line(
                     watch.run_id,
                     f"dbt Cloud run {watch.dbt_run_id}: {STATUS_NAMES.get(status, status)}",
@@ -573,9 +596,29 @@ class DbtCloudMonitor:
     # -- store ----------------------------------------------------------------------------------
 
     async def _line(self, run_id: str, text: str) -> None:
-        line = LogLine(text, "runner", "run", "stdout", self.clock())
-        first = await asyncio.to_thread(self.store.next_line_num, run_id)
-        await asyncio.to_thread(self.store.append_logs, {run_id: (first, [line])})
+        """A log line of the run, written with the others of this turn (`_flush`)."""
+        self._lines.setdefault(run_id, []).append(
+            LogLine(text, "runner", "run", "stdout", self.clock())
+        )
+
+    async def _flush(self) -> None:
+        """Write the turn's log lines and statuses, in one transaction each."""
+        lines, self._lines = self._lines, {}
+        statuses, self._statuses = self._statuses, {}
+        if lines:
+            await asyncio.to_thread(self._write_lines, lines)
+        if statuses:
+            await asyncio.to_thread(self.store.watch_statuses, statuses)
+
+    def _write_lines(self, lines: dict[str, list[LogLine]]) -> None:
+        batches = {}
+        for run_id, items in lines.items():
+            first = self._next_line.get(run_id)
+            if first is None:
+                first = self.store.next_line_num(run_id)
+            batches[run_id] = (first, items)
+            self._next_line[run_id] = first + len(items)
+        self.store.append_logs(batches)
 
     async def _end(
         self,
@@ -589,6 +632,9 @@ class DbtCloudMonitor:
         self._watches.pop(run_id, None)
         if reason:
             await self._line(run_id, reason)
+        # its lines come before its end: a follower of the log stops at the end
+        await self._flush()
+        self._next_line.pop(run_id, None)
         fields: dict[str, Any] = {"reason": reason}
         if exit_code is not None:
             fields["exit_code"] = exit_code

@@ -415,3 +415,50 @@ class DbtCloudWatch(Base):
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     deadline_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class WorkspaceConfigRow(Base):
+    """The last good `headwater.toml` of a workspace, validated: what the automations and
+    every process of the server read (the file's secrets are references)."""
+
+    __tablename__ = "workspace_configs"
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), primary_key=True)
+    config: Mapped[dict[str, Any]]
+    hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+
+class Delivery(Base):
+    """The outbox of automations: one row per action an event calls for (a notification, a
+    webhook, a hook, a pause...), derived from the event log idempotently, delivered at least
+    once with retries and backoff, every attempt recorded."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("automation", "event_key", "action", name="uq_deliveries_event_action"),
+        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(36), unique=True)
+    """What receivers drop duplicates by (`X-Headwater-Delivery`)."""
+    workspace_id: Mapped[str] = mapped_column(String(36))
+    automation: Mapped[str] = mapped_column(String(200))
+    event_key: Mapped[str] = mapped_column(String(200))
+    """The event it answers: `event:<id>`, or `late:<run id>` for what a clock found."""
+    event: Mapped[str] = mapped_column(String(40))
+    action: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))
+    """notify | webhook | hook | pause | resume | trigger | cancel"""
+    target: Mapped[str] = mapped_column(Text)
+    """Where it goes, as shown (an apprise URL with its secrets masked, a job ref)."""
+    run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20))
+    """pending | delivered | failed (gave up after the last attempt)"""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    history: Mapped[list[Any]]
+    """Every attempt: `{at, ok, error}`."""
+    next_attempt_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -10,6 +10,7 @@ its own module, with its statements named in `sql.py`:
 - `logs`, `events` (with cursors and schedule cursors), `keys`, `idempotency`
 - `debounce`: the debouncer of each job with a `run_interval`
 - `watches`: the dbt Cloud runs the monitors drive
+- `outbox`: automations' deliveries, and the last good headwater.toml they follow
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
@@ -31,6 +32,7 @@ from headwater.store.idempotency import Idempotency
 from headwater.store.jobs import DeployedJob, Jobs
 from headwater.store.keys import AmbiguousKeyError, Keys
 from headwater.store.logs import Logs
+from headwater.store.outbox import Outbox
 from headwater.store.watches import Watches
 from headwater.store.workspaces import Workspaces
 
@@ -47,7 +49,17 @@ __all__ = [
 
 
 class Store(
-    Workspaces, Jobs, Combiner, Logs, Events, Keys, Idempotency, Artifacts, Debounces, Watches
+    Workspaces,
+    Jobs,
+    Combiner,
+    Logs,
+    Events,
+    Keys,
+    Idempotency,
+    Artifacts,
+    Debounces,
+    Watches,
+    Outbox,
 ):
     """The database as one handle: every part of the store on one engine and notifier."""
 

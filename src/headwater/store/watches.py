@@ -91,6 +91,18 @@ class Watches(StoreBase):
         with write(self.engine) as conn:
             conn.execute(UPDATE_WATCH, {"b_run_id": run_id, "updated_at": utcnow(), **values})
 
+    def watch_statuses(self, statuses: dict[str, int]) -> None:
+        """The last dbt Cloud status seen of many watches, in one transaction."""
+        now = utcnow()
+        with write(self.engine) as conn:
+            conn.execute(
+                UPDATE_WATCH,
+                [
+                    {"b_run_id": run_id, "last_status": status, "updated_at": now}
+                    for run_id, status in statuses.items()
+                ],
+            )
+
     def get_watch(self, run_id: str) -> dict[str, Any] | None:
         return self._one(WATCH_OF, {"b_run_id": run_id})
 

@@ -16,6 +16,7 @@ silently does nothing):
 - `[locks]`: how many runs may hold each named lock at once (undeclared locks: 1).
 - `[dbt_cloud.connections.<name>]` and `[[dbt_cloud.jobs]]`: dbt Cloud jobs, which become
   jobs `jobs.dbt_cloud.<name>` like any other.
+- `[[automations]]`: notifications, webhooks and actions on what happens to runs.
 """
 
 from __future__ import annotations
@@ -171,6 +172,21 @@ class JobSettings(Section):
     manifest cannot name a job only this file declares (it refuses unknown refs), so a
     dlt job follows a dbt Cloud job from here."""
 
+    on_success: str | None = None
+    """`module:function` of the workspace, called after a run completes (in a process of
+    its own, with the run's data; its failure never changes the run's outcome)."""
+    on_failure: str | None = None
+    """`module:function` called after a run failed (or its runtime was lost)."""
+    on_cancel: str | None = None
+    """`module:function` called after a run was cancelled."""
+
+    @field_validator("on_success", "on_failure", "on_cancel")
+    @classmethod
+    def _callable(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", v):
+            raise ValueError(f"{v!r}: write module:function, such as hooks:notify_team")
+        return v
+
     @field_validator("triggers")
     @classmethod
     def _chains_only(cls, v: list[str] | None) -> list[str] | None:
@@ -276,12 +292,113 @@ class DbtCloudSection(Section):
         return self
 
 
+AUTOMATION_EVENTS = (
+    "job.success",
+    "job.fail",
+    "run.completed",
+    "run.failed",
+    "run.crashed",
+    "run.cancelled",
+    "run.timed_out",
+    "run.skipped",
+    "run.late",
+    "run.long",
+    "deadline.missed",
+    "dbt_cloud.failed",
+    "manifest.failed",
+    "config.failed",
+)
+"""What an automation can be `on`: `<event>:<selector>` (selectors as dlt's: full, half or
+bare refs, globs, `tag:<tag>`, `*`; `manifest.failed` and `config.failed` take none)."""
+
+
+class Webhook(Section):
+    """A JSON POST signed with HMAC-SHA256 (`X-Headwater-Signature: t=<unix>,v1=<hex>` over
+    `<t>.<body>`), retried until the receiver takes it."""
+
+    url: str
+    secret: SecretRef | None = None
+    headers: dict[str, str] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError("a webhook url is http:// or https://")
+        return v
+
+
+class Automation(Section):
+    """`[[automations]]`: when something happens to runs, notify, call a webhook, act."""
+
+    name: str
+    on: Annotated[list[str], BeforeValidator(_as_list)]
+    notify: Annotated[list[str], BeforeValidator(_as_list)] = []
+    """apprise URLs (slack://, msteams://, mailto://, pagerduty://, json://, ntfy://, ...);
+    a secret inside one is written `secret:NAME` or `env:NAME` (`mailto://me:secret:PASS@host`)."""
+    title: str | None = None
+    """Jinja2 template of the notification's title (default: the event and the job)."""
+    message: str | None = None
+    """Jinja2 template (sandboxed) of the text: `run`, `job`, `event`, `logs`, `url`."""
+    webhook: Webhook | None = None
+    actions: list[dict[str, str]] = []
+    """`{pause = "<ref>"}`, `{resume = "<ref>"}`, `{trigger = "<ref>"}`, `{cancel = "run"}`."""
+    count: PositiveInt = 1
+    """Fire when this many runs of the job in a row ended so (`job.fail`: failures)."""
+    after: Duration | None = None
+    """For `run.late` (not started this long after it was due) and `run.long` (running
+    longer than this)."""
+    enabled: bool = True
+
+    @field_validator("on")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        for item in v:
+            event = item.split(":", 1)[0]
+            if event not in AUTOMATION_EVENTS:
+                raise ValueError(f"{item!r}: the event is one of {', '.join(AUTOMATION_EVENTS)}")
+        return v
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, v: list[dict[str, str]]) -> list[dict[str, str]]:
+        for action in v:
+            if len(action) != 1 or next(iter(action)) not in (
+                "pause",
+                "resume",
+                "trigger",
+                "cancel",
+            ):
+                raise ValueError(
+                    f"{action!r}: an action is one of {{pause = ref}}, {{resume = ref}},"
+                    ' {trigger = ref}, {cancel = "run"}'
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Automation:
+        if not (self.notify or self.webhook or self.actions):
+            raise ValueError(f"automation {self.name!r} has no notify, webhook or actions")
+        timed = any(o.split(":", 1)[0] in ("run.late", "run.long") for o in self.on)
+        if timed and self.after is None:
+            raise ValueError(f"automation {self.name!r}: run.late and run.long need `after`")
+        return self
+
+
 class WorkspaceConfig(Section):
     """The whole of `headwater.toml`."""
 
     jobs: dict[str, JobSettings] = {}
     locks: dict[str, PositiveInt] = {}
     dbt_cloud: DbtCloudSection = DbtCloudSection()
+    automations: list[Automation] = []
+
+    @model_validator(mode="after")
+    def _unique_automations(self) -> WorkspaceConfig:
+        names = [a.name for a in self.automations]
+        if len(names) != len(set(names)):
+            raise ValueError("two automations share a name: each needs its own")
+        return self
 
     def lock_capacity(self, name: str) -> int:
         return self.locks.get(name, 1)

@@ -214,6 +214,12 @@ class Deployments:
                     **self._summary(),
                 }
             except ManifestError as ex:
+                if self.manifest.error != ex.detail:
+                    self.store.add_event(
+                        self.ws_id,
+                        "manifest.failed",
+                        payload={"error": ex.detail, "error_type": ex.error_type},
+                    )
                 self.manifest.error, self.manifest.error_type, self.manifest.error_at = (
                     ex.detail,
                     ex.error_type or None,
@@ -273,6 +279,8 @@ class Deployments:
 
     def _config_refused(self, ex: ConfigError, now: datetime) -> None:
         """A bad `headwater.toml`: the last good configuration (in the jobs' rows) stays."""
+        if self.manifest.config_error != ex.detail:
+            self.store.add_event(self.ws_id, "config.failed", payload={"error": ex.detail})
         self.manifest.config_error, self.manifest.config_error_at = ex.detail, now
         log.error("%s; keeping the last good configuration", ex.detail)
         self.changed()
@@ -281,6 +289,8 @@ class Deployments:
         self.config = config
         self.manifest.config_hash = config.hash if config != WorkspaceConfig() else None
         self.manifest.config_error = self.manifest.config_error_at = None
+        # every process of the server (automations, monitors) reads it from the store
+        self.store.save_config(self.ws_id, config.model_dump(mode="json"), config.hash)
 
     def _summary(self) -> dict[str, Any]:
         return {

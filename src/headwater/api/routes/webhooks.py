@@ -15,7 +15,6 @@ parameters.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from headwater.api.idempotency import idempotent
 from headwater.api.json_route import parse_json
 from headwater.api.limits import check_parameters
 from headwater.api.responses import ApiError
+from headwater.core import signatures
 from headwater.core.access import Action, Scope, allows
 from headwater.workspace.launch import fire
 
@@ -43,14 +43,12 @@ TOLERANCE_S = 300
 WEBHOOK_PRINCIPAL = "webhook-signature"
 
 
-def _hmac(secret: str, message: bytes) -> str:
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+_hmac = signatures.hmac_hex
 
 
 def signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
     """The `X-Headwater-Signature` value a sender sends with `body` (now, unless `timestamp`)."""
-    t = int(time.time()) if timestamp is None else timestamp
-    return f"t={t},v1={_hmac(secret, f'{t}.'.encode() + body)}"
+    return signatures.signature(secret, body, int(time.time()) if timestamp is None else timestamp)
 
 
 def github_signature(secret: str, body: bytes) -> str:
