@@ -217,11 +217,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Rece
     (ws / "hooks.py").write_text(HOOKS)
     (ws / "headwater.toml").write_text(config(receiver, mailbox))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SMTP_PASS", SMTP_PASS)
         mp.setenv("HOOK_SECRET", HOOK_SECRET)
         mp.setenv("HEADWATER_DELIVERY_BACKOFF_S", "0.5")
         mp.setenv("HEADWATER_HOOK_TIMEOUT_S", "3")
         server = Server(ws).start()
+        # the SMTP password is a workspace secret, as `dlthub variable set --secret` sets it
+        answer = server.http.patch(
+            f"{server.w}/variables",
+            json={"upserts": [{"name": "SMTP_PASS", "type": "secret", "value": SMTP_PASS}]},
+        )
+        assert answer.status_code == 200, answer.text
         try:
             yield server, receiver, mailbox
         finally:
@@ -244,7 +249,8 @@ def test_a_failed_ingest_run_mails_the_team(env: tuple[Server, Receiver, Mailbox
     assert "source is down" in mail
     # the SMTP password never shows: not in the rules, not in the delivery log
     shown = json.dumps(srv.get(f"{srv.w}/automations")) + json.dumps(deliveries(srv))
-    assert SMTP_PASS not in shown and "secret:SMTP_PASS" in shown
+    assert SMTP_PASS not in shown, shown
+    assert "hw:****@" in shown
 
 
 def test_a_completed_run_reaches_the_signed_webhook_and_apprises_json(

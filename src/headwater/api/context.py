@@ -128,6 +128,24 @@ class ApiContext:
         assert job is not None
         version = self.store.get_job_version(run["job_version_id"])
         out = ser.detailed_run(run, job, version, self.base_url(), self.default_profile())
+        # Headwater's own: which attempt the run is on, and how the earlier ones ended
+        out["attempt"] = run.get("attempt") or 1
+        out["attempts"] = (
+            [
+                {
+                    "attempt": a["attempt"],
+                    "status": a["status"],
+                    "exit_code": a["exit_code"],
+                    "reason": a["reason"],
+                    "started_at": a["started_at"],
+                    "finished_at": a["finished_at"],
+                    "retry_at": a["retry_at"],
+                }
+                for a in self.store.attempts_of(run["id"])
+            ]
+            if run.get("retry_policy")
+            else []
+        )
         if job.get("job_type") == "dbt_cloud":
             # Headwater's own: the dbt Cloud run it started or watches, and its page
             watch = self.store.get_watch(run["id"]) or {}

@@ -69,6 +69,7 @@ def run_show(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
         "finished_at",
         "duration_seconds",
         "exit_code",
+        "attempt",
         "launch_mode",
         "interval_start",
         "interval_end",
@@ -99,6 +100,13 @@ def run_show(run_id: str, workspace: WorkspaceOpt = Path(".")) -> None:
         out.print(
             f"  {'upstream run':<20} {upstream['job']['job_ref']} #{upstream['number']}"
             f" {upstream['id']} {status_markup(upstream['status'])}",
+            highlight=False,
+        )
+    for attempt in run.get("attempts") or []:
+        out.print(
+            f"  {'attempt ' + str(attempt['attempt']):<20} {status_markup(attempt['status'])}"
+            f" exit code {attempt['exit_code']}: {escape(attempt['reason'] or '')}"
+            + (f" (retried at {when(attempt['retry_at'])})" if attempt["retry_at"] else ""),
             highlight=False,
         )
     _rows_loaded(client, run.get("pipeline_run_summaries") or [])

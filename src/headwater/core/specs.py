@@ -61,6 +61,8 @@ class RunRequest:
     """`headwater.toml`'s overlap mode: skip | replace | ignore."""
     locks: dict[str, int] | None = None
     """Locks the run holds while live, with their capacity (`headwater.toml`)."""
+    retry_policy: dict[str, Any] | None = None
+    """`core/retries.RetryPolicy` as a dict: the job's retries when the run was made."""
 
 
 @dataclass(frozen=True)

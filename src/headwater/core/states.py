@@ -46,8 +46,13 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset(
         {RunStatus.STARTING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.SKIPPED}
     ),
-    RunStatus.STARTING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLING}),
-    RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLING}),
+    # a failed attempt with a retry left goes back to pending (`core/retries.py`)
+    RunStatus.STARTING: frozenset(
+        {RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLING, RunStatus.PENDING}
+    ),
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLING, RunStatus.PENDING}
+    ),
     # the process may finish on its own while it is being stopped
     RunStatus.CANCELLING: frozenset({RunStatus.CANCELLED, RunStatus.COMPLETED, RunStatus.FAILED}),
     RunStatus.COMPLETED: frozenset(),

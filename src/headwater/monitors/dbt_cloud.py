@@ -140,7 +140,10 @@ class DbtCloudMonitor:
     async def _run(self, ready: threading.Event) -> None:
         self._stopping = asyncio.Event()
         self._gate = asyncio.Semaphore(MAX_IN_FLIGHT)
-        limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=50)
+        # every connection kept: a new TCP connection per poll costs more CPU than the poll
+        limits = httpx.Limits(
+            max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT
+        )
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), limits=limits)
         ready.set()
         try:

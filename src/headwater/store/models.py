@@ -169,6 +169,14 @@ class Run(Base):
     launch_mode: Mapped[str | None] = mapped_column(String(20), nullable=True)
     locks: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     """Locks of `headwater.toml` the run holds while live, with their capacity."""
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    """Which attempt the run is on (retries of headwater.toml)."""
+    retry_policy: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
+    """The job's retry settings when the run was created (`core/retries.RetryPolicy`)."""
+    not_before: Mapped[datetime | None] = mapped_column(nullable=True)
+    """A retry waits pending until then."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -462,3 +470,19 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime]
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class RunAttempt(Base):
+    """One ended attempt of a run that has a retry policy: its outcome, exit code, reason,
+    times, and where its log lines begin."""
+
+    __tablename__ = "run_attempts"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime]
+    retry_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When the next attempt may start (None: this was the last)."""

@@ -365,7 +365,7 @@ class Runs(StoreBase):
                 # one claimer at a time, as BEGIN IMMEDIATE gives on SQLite: the pipeline
                 # check below must see every claim committed before it
                 conn.execute(CLAIM_ADVISORY_LOCK, {"key": CLAIM_LOCK})
-            candidates = conn.execute(PENDING_RUNS).all()
+            candidates = conn.execute(PENDING_RUNS, {"b_now": now}).all()
             if not candidates:
                 return claims
             busy = {r.pipeline_name for r in conn.execute(BUSY_PIPELINES)}
@@ -455,6 +455,9 @@ def _new_run(
         pid_started=None,
         launch_mode=None,
         locks=dict(req.locks) if req.locks else None,
+        attempt=1,
+        retry_policy=req.retry_policy,
+        not_before=None,
         created_at=now,
         updated_at=now,
         started_at=None,

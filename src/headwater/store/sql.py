@@ -217,8 +217,12 @@ CLAIM_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 PENDING_RUNS = (
     select(R.c.id, R.c.pipeline_name, R.c.reason, R.c.locks)
     .join(J, J.c.id == R.c.job_id)
-    # dbt Cloud jobs' runs are the monitors', never a worker's
-    .where(R.c.status == RunStatus.PENDING.value, J.c.job_type != "dbt_cloud")
+    # dbt Cloud jobs' runs are the monitors', never a worker's; a retry waits its turn
+    .where(
+        R.c.status == RunStatus.PENDING.value,
+        J.c.job_type != "dbt_cloud",
+        or_(R.c.not_before.is_(None), R.c.not_before <= bindparam("b_now")),
+    )
     .order_by(R.c.created_at, R.c.number)
     .limit(50)
 )

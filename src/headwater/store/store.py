@@ -11,6 +11,7 @@ its own module, with its statements named in `sql.py`:
 - `debounce`: the debouncer of each job with a `run_interval`
 - `watches`: the dbt Cloud runs the monitors drive
 - `outbox`: automations' deliveries, and the last good headwater.toml they follow
+- `attempts`: retries of runs
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
@@ -25,6 +26,7 @@ from sqlalchemy import Engine
 from headwater.core.specs import JobSpec, LogLine, RunRequest, TriggerResult
 from headwater.store import notify
 from headwater.store.artifacts import Artifacts
+from headwater.store.attempts import Attempts
 from headwater.store.combiner import Combiner
 from headwater.store.debounce import Debounces
 from headwater.store.events import Events
@@ -60,6 +62,7 @@ class Store(
     Debounces,
     Watches,
     Outbox,
+    Attempts,
 ):
     """The database as one handle: every part of the store on one engine and notifier."""
 

@@ -99,10 +99,12 @@ class LogPump:
         # the claimer flushes too (runs that could not start): one batch in flight at a time
         self._flush_lock = threading.Lock()
 
-    def open(self, run_id: str, secrets: list[str]) -> None:
-        """Start a run's log (a run just claimed has written no line yet)."""
+    def open(self, run_id: str, secrets: list[str], first_line: int = 0) -> None:
+        """Start a run's log (a run just claimed has written no line yet; a retry's lines
+        follow its earlier attempts', from `first_line`)."""
         with self._lock:
             self.runs[run_id] = RunLog(mask=Masker(secrets) or None)
+            self.runs[run_id].next_num = first_line
 
     def get(self, run_id: str) -> RunLog | None:
         with self._lock:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from headwater.core import retries
 from headwater.core.policy import MONITOR_ID
 from headwater.core.states import RunStatus
 from headwater.store.store import LogLine, Store
@@ -33,7 +35,36 @@ def recover_lost_runs(store: Store, reason: str = "runtime lost") -> list[str]:
         status = (
             RunStatus.CANCELLED if run["status"] == RunStatus.CANCELLING.value else RunStatus.FAILED
         )
-        if store.transition(run["id"], status, reason=why) is not None:
+        policy = retries.RetryPolicy.from_dict(run.get("retry_policy"))
+        delay = retries.retry_delay(
+            policy, int(run.get("attempt") or 1), status.value, why, random.random()
+        )
+        if delay is not None:
+            # a crash its job retries: the next attempt, not an end
+            at = datetime.now(UTC) + timedelta(seconds=delay)
+            if store.retry_run(run, exit_code=None, reason=why, retry_at=at) is not None:
+                store.append_logs(
+                    {
+                        run["id"]: (
+                            store.next_line_num(run["id"]),
+                            [
+                                LogLine(
+                                    f"{why}; attempt {int(run.get('attempt') or 1) + 1}"
+                                    f" in {delay:.0f}s",
+                                    "runner",
+                                    "run",
+                                    "other",
+                                    datetime.now(UTC),
+                                )
+                            ],
+                        )
+                    }
+                )
+                ended.append(run["id"])
+            continue
+        if (done := store.transition(run["id"], status, reason=why)) is not None:
+            if done.get("retry_policy"):
+                store.record_last_attempt(done)
             store.append_logs(
                 {
                     run["id"]: (

@@ -11,19 +11,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import selectors
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from headwater.core import deadlines, outcomes, policy
+from headwater.core import deadlines, outcomes, policy, retries
 from headwater.core.states import RunStatus
 from headwater.loops import SupervisedLoop
 from headwater.store import notify
-from headwater.store.store import Store
+from headwater.store.store import LogLine, Store
 from headwater.worker import artifacts, strays
 from headwater.worker.launchers import LauncherPool
 from headwater.worker.logpump import LogPump, RunLog
@@ -242,7 +244,14 @@ class Supervisor:
         code_dir = self.launchers.code_dir()
         env, secrets = self.launchers.environment(run, job_def, code_dir)
         starter = self.launchers.pick()
-        self.logs.open(run["id"], secrets)
+        attempt = int(run.get("attempt") or 1)
+        first = self.store.next_line_num(run["id"]) if attempt > 1 else 0
+        self.logs.open(run["id"], secrets, first)
+        if attempt > 1:
+            retry_policy = run.get("retry_policy") or {}
+            self.logs.runner_line(
+                run["id"], f"attempt {attempt} of {int(retry_policy.get('retries', 0)) + 1}"
+            )
         how = "forked from the warm launcher" if starter.mode == "fork" else "in a new interpreter"
         self.logs.runner_line(
             run["id"],
@@ -431,7 +440,11 @@ class Supervisor:
         if not ready:
             return
         moves = [self._with_losses(h, rl) for h, rl in ready]
-        self.store.transition_many(moves)
+        moves = self._retried(moves, {h.run["id"]: h.run for h, _rl in ready})
+        ended = self.store.transition_many(moves)
+        for run in ended:
+            if run is not None and run.get("retry_policy"):
+                self.store.record_last_attempt(run)
         with self._lock:
             for h, _rl in ready:
                 self._handles.pop(h.run["id"], None)
@@ -440,6 +453,44 @@ class Supervisor:
             self.logs.forget(h.run["id"])
         # slots are free now (the store's wake-up came before they were)
         self.store.notifier.notify_local(notify.RUNS)
+
+    def _retried(
+        self,
+        moves: list[tuple[str, RunStatus, dict[str, Any]]],
+        runs: dict[str, dict[str, Any]],
+    ) -> list[tuple[str, RunStatus, dict[str, Any]]]:
+        """Queue the next attempt of each failed run with a retry left (`core/retries`);
+        answers the moves still to make (the final outcomes)."""
+        final = []
+        for run_id, status, fields in moves:
+            run = runs[run_id]
+            policy = retries.RetryPolicy.from_dict(run.get("retry_policy"))
+            attempt = int(run.get("attempt") or 1)
+            delay = retries.retry_delay(
+                policy, attempt, status.value, fields.get("reason"), random.random()
+            )
+            if delay is None:
+                final.append((run_id, status, fields))
+                continue
+            at = datetime.now(UTC) + timedelta(seconds=delay)
+            assert policy is not None
+            moved = self.store.retry_run(
+                run, exit_code=fields.get("exit_code"), reason=fields.get("reason"), retry_at=at
+            )
+            if moved is None:  # cancelled meanwhile: it ends as it would have
+                final.append((run_id, status, fields))
+                continue
+            self._note(
+                run_id,
+                f"attempt {attempt} of {policy.retries + 1} failed: {fields.get('reason')};"
+                f" attempt {attempt + 1} in {delay:.0f}s",
+            )
+        return final
+
+    def _note(self, run_id: str, text: str) -> None:
+        """A runner line for a run whose log was closed (between its attempts)."""
+        line = LogLine(text, "runner", "run", "stdout", datetime.now(UTC))
+        self.store.append_logs({run_id: (self.store.next_line_num(run_id), [line])})
 
     def _outcome(self, h: RunHandle) -> tuple[str, RunStatus, dict[str, Any]]:
         """How the run ended (the move to make), with its last runner line queued."""

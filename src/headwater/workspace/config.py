@@ -172,6 +172,16 @@ class JobSettings(Section):
     manifest cannot name a job only this file declares (it refuses unknown refs), so a
     dlt job follows a dbt Cloud job from here."""
 
+    retries: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Attempts after the first when a run fails (default 0). A retry is a new attempt of
+    the same run; chains and automations see only its final outcome."""
+    retry_delay: Duration | None = None
+    """Wait before the first retry (default 30 s)."""
+    retry_backoff: Annotated[float, Field(ge=1.0, le=10.0)] | None = None
+    """Each wait is this many times the one before (default 2.0: 30 s, 60 s, 120 s), with
+    jitter of ±25 %."""
+    retry_on: list[Literal["failed", "crashed", "timed_out"]] | None = None
+    """Which outcomes are retried (default all three; a cancelled run never is)."""
     on_success: str | None = None
     """`module:function` of the workspace, called after a run completes (in a process of
     its own, with the run's data; its failure never changes the run's outcome)."""

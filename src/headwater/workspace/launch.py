@@ -25,6 +25,7 @@ from dlt._workspace.deployment.requirements import get_pkg_install_spec
 from dlt._workspace.deployment.typing import TInstallSpec, TTrigger
 
 from headwater.core import debounce, policy
+from headwater.core.retries import RetryPolicy
 from headwater.core.specs import JobSpec, RunRecorder, RunRequest, TriggerResult
 from headwater.workspace import external, triggers
 from headwater.workspace.config import CONFIG_MODULE, WorkspaceConfig, settings_for
@@ -124,6 +125,7 @@ def run_request(
         concurrency=triggers.concurrency_of(job_def),
         overlap=settings.get("overlap") or "skip",
         locks=settings.get("locks") or None,
+        retry_policy=policy.as_dict() if (policy := RetryPolicy.from_settings(settings)) else None,
     )
 
 
