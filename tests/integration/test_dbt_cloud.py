@@ -256,3 +256,16 @@ def test_t14_a_trigger_answers_at_once_while_dbt_cloud_is_slow(
     assert len(dbt_runs(fake, "ignored")) == made
     done = srv.wait_run(answer["job_run_id"], timeout=60)
     assert done["status"] == "completed", lines(srv, done["id"])
+
+
+def test_t6_replace_whose_cancel_fails_posts_nothing_and_fails(
+    srv: Server, fake: FakeDbtCloud
+) -> None:
+    busy = fake.add_run(JOBS["replaced"], frozen=True, status=3)
+    fake.fault("POST", rf"/runs/{busy['id']}/cancel/$", status=500, times=10)
+    posts = len(fake.requests("POST", rf"/jobs/{JOBS['replaced']}/run/$"))
+    run = srv.wait_run(srv.start_run("replaced")["id"], timeout=120)
+    assert run["status"] == "failed"
+    assert run["reason"].startswith(f"replace: dbt Cloud run {busy['id']} could not be cancelled")
+    assert len(fake.requests("POST", rf"/jobs/{JOBS['replaced']}/run/$")) == posts
+    fake.set_run(busy["id"], 30)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from headwater.automations.rules import SECRET_IN_URL
+from headwater.core.errors import HeadwaterError
 from headwater.core.signatures import signature
 from headwater.core.specs import LogLine
 from headwater.loops import SupervisedLoop, TopicWake
@@ -47,8 +48,10 @@ HOOK_RUNNER = (
 )
 
 
-class DeliveryError(Exception):
+class DeliveryError(HeadwaterError):
     """An attempt failed; the message is what the delivery log shows."""
+
+    code = "delivery_failed"
 
 
 class Deliverer:
