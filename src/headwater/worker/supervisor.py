@@ -442,7 +442,7 @@ class Supervisor:
         moves = [self._with_losses(h, rl) for h, rl in ready]
         moves = self._retried(moves, {h.run["id"]: h.run for h, _rl in ready})
         ended = self.store.transition_many(moves)
-        for run in ended:
+        for run in ended or []:
             if run is not None and run.get("retry_policy"):
                 self.store.record_last_attempt(run)
         with self._lock:
