@@ -167,3 +167,32 @@ def test_a_remote_deploy_with_a_bad_file_exits_1_before_uploading(
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "headwater.toml not loaded" in proc.stdout + proc.stderr
     assert "selects no job" in proc.stdout + proc.stderr
+
+
+def test_the_new_read_routes_want_a_read_key(srv: Server) -> None:
+    run = srv.wait_run(srv.start_run("load")["id"])
+    trigger_key = srv.cli("key", "create", "--name", "ci", "--scope", "trigger").stdout.strip()
+    read_key = srv.cli("key", "create", "--name", "viewer", "--scope", "read").stdout.strip()
+    routes = [
+        f"{srv.w}/automations",
+        f"{srv.w}/deliveries",
+        f"{srv.w}/job-runs/{run['id']}/artifacts",
+        f"{srv.w}/job-runs/{run['id']}/artifacts/run_results.json",
+    ]
+    import httpx
+
+    for route in routes:
+        assert httpx.get(srv.url + route).status_code == 401, route
+        by_trigger = httpx.get(srv.url + route, headers={"Authorization": f"Bearer {trigger_key}"})
+        assert by_trigger.status_code in (403, 404), (route, by_trigger.status_code)
+    by_reader = httpx.get(srv.url + routes[2], headers={"Authorization": f"Bearer {read_key}"})
+    assert by_reader.status_code == 200 and by_reader.json() == {"items": [], "dbt": None}
+    odd = httpx.get(
+        srv.url + f"{srv.w}/job-runs/{run['id']}/artifacts/..%2F..%2Fheadwater.db",
+        headers={"Authorization": f"Bearer {read_key}"},
+    )
+    assert odd.status_code == 404
+    assert httpx.get(
+        srv.url + f"{srv.w}/deliveries?limit=100000",
+        headers={"Authorization": f"Bearer {read_key}"},
+    ).status_code in (400, 422)

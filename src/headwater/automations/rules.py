@@ -83,6 +83,7 @@ class RuleEngine:
         self.clock = clock
         self._position: int | None = None
         self._scanned_at: datetime | None = None
+        self._config: tuple[int, dict[str, Any]] | None = None
         self._loop = SupervisedLoop(
             "automations",
             self._step,
@@ -105,8 +106,12 @@ class RuleEngine:
         return 0 if moved else None
 
     def config(self) -> dict[str, Any]:
-        row = self.store.workspace_config(self.ws_id)
-        return (row or {}).get("config") or {}
+        """The last good headwater.toml, read again when it changed (it moves JOBS)."""
+        version = self.store.notifier.version(notify.JOBS)
+        if self._config is None or self._config[0] != version:
+            row = self.store.workspace_config(self.ws_id)
+            self._config = (version, (row or {}).get("config") or {})
+        return self._config[1]
 
     # -- one turn -------------------------------------------------------------------------------
 

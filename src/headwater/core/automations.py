@@ -10,10 +10,8 @@ import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
-CRASH_REASON = "runtime lost"
-"""How a run whose process (or server) died is ended by recovery."""
-TIMEOUT_REASON = "timed out after"
-"""How a run stopped by its timeout is ended (`core/outcomes.py`)."""
+from headwater.core.retries import outcome_kind
+
 JOBLESS = frozenset({"manifest.failed", "config.failed"})
 """Events of the workspace, not of a job: their selector is ignored."""
 
@@ -24,13 +22,9 @@ def user_events(kind: str, payload: dict[str, Any], reason: str | None) -> list[
     if kind == "run.completed":
         return ["run.completed", "job.success"]
     if kind == "run.failed":
-        events = ["run.failed", "job.fail"]
-        text = reason or ""
-        if text.startswith(CRASH_REASON):
-            events.append("run.crashed")
-        if text.startswith(TIMEOUT_REASON) or text.startswith("timeout:"):
-            events.append("run.timed_out")
-        return events
+        how = outcome_kind("failed", reason)
+        extra = {"crashed": ["run.crashed"], "timed_out": ["run.timed_out"]}.get(how or "", [])
+        return ["run.failed", "job.fail", *extra]
     if kind in ("run.cancelled", "run.skipped"):
         return [kind]
     if kind == "dbt_cloud.finished":

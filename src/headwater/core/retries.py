@@ -64,7 +64,8 @@ def outcome_kind(status: str, reason: str | None) -> str | None:
     text = reason or ""
     if text.startswith(CRASH_REASON):
         return "crashed"
-    if text.startswith(TIMEOUT_REASON):
+    # a run's own timeout (`core/outcomes`), or a dbt Cloud watch's
+    if text.startswith(TIMEOUT_REASON) or text.startswith("timeout:"):
         return "timed_out"
     return "failed"
 

@@ -66,7 +66,9 @@ class Debouncer:
         now = now or self.clock()
         mono = self.monotonic()
         wait = MAX_WAIT_S
-        jobs = [j for j in self.store.active_jobs(self.ws_id) if run_interval(j) is not None]
+        jobs = [j for j in self.store.active_jobs_cached(self.ws_id) if run_interval(j) is not None]
+        if not jobs:
+            return wait
         states = self.store.debounce_states([j["id"] for j in jobs])
         for job in jobs:
             interval = run_interval(job)

@@ -51,6 +51,7 @@ from headwater.integrations.dbt_cloud import (
     cut_cause,
 )
 from headwater.store.store import Store
+from headwater.store.watches import EXTERNAL_TYPE
 from headwater.workspace.config import SecretNotFound, resolve_secret
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,9 @@ class DbtCloudMonitor:
 
     async def turn(self) -> None:
         """Fire new runs, cancel cancelled ones, poll the due ones."""
+        jobs = await asyncio.to_thread(self.store.active_jobs_cached, self.ws_id)
+        if not self._watches and not any(j["job_type"] == EXTERNAL_TYPE for j in jobs):
+            return  # no dbt Cloud job: nothing to look for
         pending = await asyncio.to_thread(
             self.store.external_runs, self.ws_id, (RunStatus.PENDING,)
         )
@@ -282,7 +286,7 @@ class DbtCloudMonitor:
                     "replace: cancelled dbt Cloud run(s) "
                     + ", ".join(str(r["id"]) for r in active),
                 )
-        cause = cut_cause(self._cause(settings, run, job))
+        cause = cut_cause(await asyncio.to_thread(self._cause, settings, run, job))
         now = self.clock()
         deadline = now + timedelta(seconds=float(settings.get("timeout") or 7 * 86400))
         await asyncio.to_thread(
@@ -581,7 +585,7 @@ class DbtCloudMonitor:
                 if row is not None and row["dbt_run_id"] is not None:
                     job = await asyncio.to_thread(self.store.get_job, row["job_id"])
                     assert job is not None
-                    client = self._client(job["definition"]["dbt_cloud"])
+                    _settings, client = self._for_job(job)
                     await self._call(client.cancel_run, int(row["dbt_run_id"]))
                     await self._line(run_id, f"cancelled dbt Cloud run {row['dbt_run_id']}")
             else:

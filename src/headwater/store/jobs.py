@@ -92,10 +92,12 @@ class Jobs(StoreBase):
     # job versions never change once written: every run start reads one
     _versions: dict[str, dict[str, Any]]
     _jobs: dict[str, tuple[int, float, dict[str, Any]]]
+    _active: dict[str, tuple[int, list[dict[str, Any]]]]
 
     def _init_jobs(self) -> None:
         self._versions = {}
         self._jobs = {}
+        self._active = {}
 
     def latest_manifest(self, ws_id: str) -> dict[str, Any] | None:
         return self._one(LATEST_MANIFEST, {"b_ws_id": ws_id})
@@ -352,6 +354,16 @@ class Jobs(StoreBase):
 
     def active_jobs(self, ws_id: str) -> list[dict[str, Any]]:
         return self._all(ACTIVE_JOBS, {"b_ws_id": ws_id})
+
+    def active_jobs_cached(self, ws_id: str) -> list[dict[str, Any]]:
+        """`active_jobs`, read again only after a deploy, pause or resume (JOBS moved): for
+        loops woken often (by every run), which must not read every job on each wake."""
+        version = self.notifier.version(notify.JOBS)
+        cached = self._active.get(ws_id)
+        if cached is None or cached[0] != version:
+            cached = (version, self.active_jobs(ws_id))
+            self._active[ws_id] = cached
+        return cached[1]
 
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any] | None:
         """Pause a job (no trigger starts a run) or resume it; ticks missed meanwhile are

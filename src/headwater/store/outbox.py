@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
+from headwater.store import notify
 from headwater.store.base import StoreBase
 from headwater.store.db import write
 from headwater.store.models import Delivery, WorkspaceConfigRow
@@ -56,6 +57,8 @@ class Outbox(StoreBase):
                     },
                 )
             )
+        # its readers (automations) cache it until the jobs' version moves
+        self.notifier.notify(notify.JOBS)
 
     def workspace_config(self, ws_id: str) -> dict[str, Any] | None:
         return self._one(GET_CONFIG, {"b_ws_id": ws_id})
