@@ -23,6 +23,7 @@ from headwater.core import beacon
 from headwater.events.debouncer import Debouncer
 from headwater.events.dispatcher import Dispatcher
 from headwater.monitors.dbt_cloud import DbtCloudMonitor
+from headwater.scheduler.intervals import IntervalPlanner
 from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.packages import PackageStore
@@ -81,6 +82,7 @@ class Runtime:
         self._watch = watch
         self._stop = threading.Event()
         self.scheduler = Scheduler(self.store, self.ws_id)
+        self.planner = IntervalPlanner(self.store, self.ws_id)
         self.dispatcher = Dispatcher(self.store, self.ws_id)
         self.debouncer = Debouncer(self.store, self.ws_id)
         # dbt Cloud tokens may be workspace secrets (`secret:NAME` in headwater.toml)
@@ -221,9 +223,11 @@ class Runtime:
         self.automations.start()
         self.deliverer.start()
         self.scheduler.start()
+        self.planner.start()
 
     def _stop_engine(self) -> None:
         self.scheduler.stop()
+        self.planner.stop()
         self.dispatcher.stop()
         self.debouncer.stop()
         self.monitor.stop()

@@ -116,6 +116,24 @@ class Client:
             "GET", f"/telemetry/v1/workspaces/{self.ws}/pipeline-runs/{pipeline_run_id}"
         )
 
+    def intervals(self, job_id: str) -> dict[str, Any]:
+        """The job's intervals, freshness and deadline."""
+        return self._call("GET", f"{self.w}/jobs/{job_id}/intervals")
+
+    def backfill(self, job_id: str, **body: Any) -> dict[str, Any]:
+        """Start (or with `dry_run`, plan) a backfill: `start`, `end`, `refresh`."""
+        return self._call("POST", f"{self.w}/jobs/{job_id}/-backfill", json=body)
+
+    def backfills(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"job_id": job_id} if job_id else {}
+        return list(self._call("GET", f"{self.w}/backfills", params=params)["items"])
+
+    def get_backfill(self, ref: str) -> dict[str, Any]:
+        return self._call("GET", f"{self.w}/backfills/{ref}")
+
+    def cancel_backfill(self, ref: str) -> dict[str, Any]:
+        return self._call("POST", f"{self.w}/backfills/{ref}/-cancel")
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"{self.w}/job-runs/{run_id}/-cancel")
 

@@ -25,6 +25,7 @@ from headwater.api.routes import (
     automations,
     beacon,
     deployments,
+    intervals,
     jobs,
     keys,
     legacy,
@@ -148,6 +149,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # the trigger routes' routers first: requests are matched against routes in order
     routers = (jobs, runs, workspace, logs, keys, legacy, deployments, organizations, webhooks)
-    for module in (*routers, workspace_variables, beacon, telemetry, automations):
+    for module in (*routers, workspace_variables, beacon, telemetry, automations, intervals):
         app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app

@@ -12,6 +12,7 @@ from headwater.store.packages import PackageStore
 from headwater.store.store import Store
 from headwater.store.telemetry import TelemetryStore
 from headwater.store.vault import VariableStore
+from headwater.workspace import intervals
 from headwater.workspace.packages import ReadPackage
 
 
@@ -82,6 +83,18 @@ class ApiContext:
         out["current_version"] = None
         out["recent_job_runs"] = None
         out["downstream_job_runs"] = None
+        job_def = job["definition"]
+        if job_def.get("interval"):
+            # the declared interval window, snapped to the job's cron
+            try:
+                basis = intervals.interval_job(job_def)
+                lo, hi = basis.bounds() if basis else (None, None)
+            except ValueError:
+                lo = hi = None
+            out["interval_start"], out["interval_end"] = lo, hi
+        if intervals.deadline_text(job_def):
+            # Headwater's own: when a run of the job last missed its `deliver.deadline`
+            out["deadline_missed_at"] = self.store.deadlines_missed([job["id"]]).get(job["id"])
         if (job.get("settings") or {}).get("run_interval") is not None:
             # Headwater's own: where a debounced job's triggers go
             state = self.store.debounce_state(job["id"]) or {}

@@ -47,6 +47,8 @@ def job_ls(
         trig = ", ".join(humanize(t) for t in job["job_definition"].get("triggers", [])) or "manual"
         trig += _settings_note(job.get("settings") or {}, job.get("debounce"))
         last = f"#{latest['number']} {status_markup(latest['status'])}" if latest else "-"
+        if job.get("deadline_missed_at"):
+            last += f" [red](missed deadline {when(job['deadline_missed_at'])})[/red]"
         table.add_row(
             job["job_ref"] + state, job["job_type"], trig, when(job["next_scheduled_run_at"]), last
         )
@@ -99,10 +101,74 @@ def _manifest_error(manifest: dict[str, Any]) -> None:
 
 @app.command("inspect")
 def job_inspect(ref: str, workspace: WorkspaceOpt = Path(".")) -> None:
-    """Show a job: its definition, expanded triggers and latest run."""
+    """Show a job: its definition, expanded triggers and latest run; its intervals
+    (watermark, next due, failed), freshness and deadline."""
     client = client_for(workspace)
-    job = call(client.job, resolve_job(client, ref)["id"])
+    job_id = resolve_job(client, ref)["id"]
+    job = call(client.job, job_id)
     out.print_json(data=job)
+    _intervals(call(client.intervals, job_id))
+
+
+def _intervals(report: dict[str, Any]) -> None:
+    if report.get("problem"):
+        out.print(f"[red]{escape(report['problem'])}[/red]")
+    if report.get("is_interval_job"):
+        out.print(
+            f"\n[bold]intervals[/bold] ({report['mode']}, {report['timezone']},"
+            f" {escape(report['schedule'])}): window {report['window']['start']} to"
+            f" {report['window']['end']}"
+        )
+        out.print(f"  watermark  {report['watermark']}  ({report['completed']} completed)")
+        out.print(f"  open       {report['open']}; next tick {when(report['next_tick'])}")
+        for label, rows in (
+            ("running", report["running"]),
+            ("failed", report["failed"]),
+            ("next due", report["next_due"]),
+        ):
+            for row in rows:
+                style = {"failed": "red", "running": "cyan"}.get(label, "")
+                line = (
+                    f"  [{style}]{label:<10}[/{style}] {row['start']} to {row['end']}"
+                    if style
+                    else f"  {label:<10} {row['start']} to {row['end']}"
+                )
+                out.print(line)
+    if fresh := report.get("freshness"):
+        state = "[green]fresh[/green]" if fresh["fresh"] else "[yellow]not fresh[/yellow]"
+        out.print(f"\n[bold]freshness[/bold] {', '.join(fresh['constraints'])}: {state}")
+        for reason in fresh["reasons"]:
+            out.print(f"  {escape(reason)}")
+        if fresh.get("waiting_trigger"):
+            out.print(
+                f"  waiting: {escape(fresh['waiting_trigger'])} since"
+                f" {when(fresh['waiting_since'])} fires when fresh"
+            )
+    if deadline := report.get("deadline"):
+        out.print(f"\n[bold]deadline[/bold] {escape(deadline['text'])}")
+        if deadline.get("problem"):
+            out.print(f"  [red]{escape(deadline['problem'])}[/red]")
+        if deadline.get("last_missed_at"):
+            out.print(f"  [red]last missed {when(deadline['last_missed_at'])}[/red]")
+
+
+@app.command("backfill")
+def job_backfill(
+    ref: str,
+    start: Annotated[str, typer.Option(help="First instant (ISO, e.g. 2026-02-01).")],
+    end: Annotated[str, typer.Option(help="End, exclusive (ISO).")],
+    workspace: WorkspaceOpt = Path("."),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would run.")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Clear completed intervals and reload.")
+    ] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Start it and return.")] = False,
+) -> None:
+    """Run the job's missing intervals between --start and --end, in order. Ctrl-C stops
+    watching; the backfill goes on in the server (`headwater backfill show N`)."""
+    from headwater.cli.backfills import start_backfill
+
+    start_backfill(ref, start, end, workspace, dry_run, refresh, detach)
 
 
 @app.command("run")

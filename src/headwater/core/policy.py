@@ -17,6 +17,13 @@ class TriggerStatus(StrEnum):
     TRIGGERED = "triggered"
     SKIPPED_PAUSED = "skipped_paused"
     SKIPPED_CONCURRENCY_LIMIT = "skipped_concurrency_limit"
+    SKIPPED_ALREADY_COVERED = "skipped_already_covered"
+    """Every interval the trigger could run is completed already."""
+    SKIPPED_OUT_OF_INTERVAL = "skipped_out_of_interval"
+    """The tick lies outside the job's declared `interval` window."""
+    SKIPPED_UPSTREAM_PENDING = "skipped_upstream_pending"
+    """An upstream of the job's `freshness` constraints is not fresh; the trigger waits and
+    fires when it is."""
     SKIPPED_NOT_SERVED = "skipped_not_served"
     SKIPPED_ARCHIVED = "skipped_workspace_archived"
     """The workspace is archived, or the job is: the API has no status of its own for

@@ -7,7 +7,7 @@ importing it. `RunRecorder` is the one thing a trigger needs of the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -63,6 +63,10 @@ class RunRequest:
     """Locks the run holds while live, with their capacity (`headwater.toml`)."""
     retry_policy: dict[str, Any] | None = None
     """`core/retries.RetryPolicy` as a dict: the job's retries when the run was made."""
+    backfill_id: str | None = None
+    """The backfill the run belongs to."""
+    deadline_at: datetime | None = None
+    """When the run must have completed (`deliver.deadline`)."""
 
 
 @dataclass(frozen=True)
@@ -110,3 +114,21 @@ class RunRecorder(Protocol):
     ) -> Any:
         """One step of the job's debouncer (`store/debounce.py`), decided and kept at once."""
         ...
+
+    # -- intervals, freshness and refresh (`store/intervals.py`) --------------------------------
+
+    def active_jobs_cached(self, ws_id: str) -> list[dict[str, Any]]: ...
+
+    def interval_runs(self, job_id: str) -> tuple[list[dict[str, Any]], datetime | None]: ...
+
+    def last_completed(self, job_ids: Sequence[str]) -> dict[str, datetime | None]: ...
+
+    def first_run_since_reset(self, job_id: str) -> bool: ...
+
+    def reset_intervals(
+        self, jobs: Sequence[dict[str, Any]], now: datetime, *, cause: str
+    ) -> None: ...
+
+    def wait_for_freshness(
+        self, job_id: str, request: dict[str, Any], reasons: list[str], now: datetime
+    ) -> dict[str, Any]: ...

@@ -37,6 +37,10 @@ LIVE: frozenset[RunStatus] = frozenset(
 )
 """States in which a run may own an operating-system process."""
 
+LOST_RUN_REASON = "runtime lost"
+"""How the reason of a run begins that ended because Headwater stopped under it (a crash,
+a SIGKILL): it did not fail on its own, so a backfill runs its interval again."""
+
 INITIAL: frozenset[RunStatus] = frozenset({RunStatus.PENDING, RunStatus.SKIPPED})
 """States a run may be created in: queued, or recorded as declined."""
 

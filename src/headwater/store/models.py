@@ -109,6 +109,9 @@ class Job(Base):
     run_counter: Mapped[int] = mapped_column(Integer, default=0)
     """Number of the job's newest run; runs are numbered per job."""
     next_run_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    intervals_reset_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """A refresh cleared the job's completed intervals then: runs created before it no
+    longer cover an interval, nor make the job fresh."""
     public_secret: Mapped[str | None] = mapped_column(String(36), nullable=True)
     """Set while the job is published (a UUID; its public link names it)."""
     created_at: Mapped[datetime]
@@ -135,6 +138,8 @@ class Run(Base):
         UniqueConstraint("job_id", "dedupe_key", name="uq_runs_job_id_dedupe_key"),
         Index("ix_runs_status_created", "status", "created_at"),
         Index("ix_runs_workspace_created", "workspace_id", "created_at"),
+        Index("ix_runs_job_interval", "job_id", "interval_start"),
+        Index("ix_runs_deadline", "deadline_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
@@ -177,6 +182,12 @@ class Run(Base):
     """The job's retry settings when the run was created (`core/retries.RetryPolicy`)."""
     not_before: Mapped[datetime | None] = mapped_column(nullable=True)
     """A retry waits pending until then."""
+    backfill_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """The backfill that made the run (its interval is one of the backfill's)."""
+    deadline_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When the run must have completed (`deliver.deadline`); None: no deadline."""
+    deadline_missed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When its deadline passed without it completed (`deadline.missed` was raised)."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -486,3 +497,39 @@ class RunAttempt(Base):
     finished_at: Mapped[datetime]
     retry_at: Mapped[datetime | None] = mapped_column(nullable=True)
     """When the next attempt may start (None: this was the last)."""
+
+
+class Backfill(Base):
+    """The intervals of a job between two instants, run by the interval planner
+    (`scheduler/intervals.py`); each interval's state is its runs' (`runs.backfill_id`)."""
+
+    __tablename__ = "backfills"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "number", name="uq_backfills_workspace_number"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    number: Mapped[int]
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    refresh: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20))
+    """running | completed | failed | cancelled"""
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class FreshnessWait(Base):
+    """A trigger of a job whose upstreams were not fresh (`skipped_upstream_pending`): it
+    fires when they are."""
+
+    __tablename__ = "freshness_waits"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    request: Mapped[dict[str, Any]]
+    """What the trigger asked: trigger, profile, parameters, refresh, triggered_by."""
+    reasons: Mapped[list[Any]]
+    since: Mapped[datetime]

@@ -12,6 +12,7 @@ its own module, with its statements named in `sql.py`:
 - `watches`: the dbt Cloud runs the monitors drive
 - `outbox`: automations' deliveries, and the last good headwater.toml they follow
 - `attempts`: retries of runs
+- `intervals`: runs covering intervals, refreshes, backfills, freshness waits, deadlines
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
@@ -31,6 +32,7 @@ from headwater.store.combiner import Combiner
 from headwater.store.debounce import Debounces
 from headwater.store.events import Events
 from headwater.store.idempotency import Idempotency
+from headwater.store.intervals import Intervals
 from headwater.store.jobs import DeployedJob, Jobs
 from headwater.store.keys import AmbiguousKeyError, Keys
 from headwater.store.logs import Logs
@@ -63,6 +65,7 @@ class Store(
     Watches,
     Outbox,
     Attempts,
+    Intervals,
 ):
     """The database as one handle: every part of the store on one engine and notifier."""
 

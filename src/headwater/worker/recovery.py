@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from headwater.core import retries
 from headwater.core.policy import MONITOR_ID
-from headwater.core.states import RunStatus
+from headwater.core.states import LOST_RUN_REASON, RunStatus
 from headwater.store.store import LogLine, Store
 from headwater.worker.processes import is_same_process
 from headwater.worker.supervisor import signal_group
 
 
-def recover_lost_runs(store: Store, reason: str = "runtime lost") -> list[str]:
+def recover_lost_runs(store: Store, reason: str = LOST_RUN_REASON) -> list[str]:
     """After a restart: end every run that was starting, running or cancelling.
 
     Its output pipes died with the old process, so a survivor is stopped too;

@@ -12,26 +12,22 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dlt._workspace.deployment._run_helpers import (
-    build_runtime_entry_point,
-    pick_launcher,
-    resolve_interval,
-)
+from dlt._workspace.deployment._run_helpers import build_runtime_entry_point, pick_launcher
 from dlt._workspace.deployment.requirements import get_pkg_install_spec
-from dlt._workspace.deployment.typing import TInstallSpec, TTrigger
+from dlt._workspace.deployment.typing import TInstallSpec
 
 from headwater.core import debounce, policy
+from headwater.core import intervals as core_intervals
+from headwater.core.intervals import Interval
 from headwater.core.retries import RetryPolicy
 from headwater.core.specs import JobSpec, RunRecorder, RunRequest, TriggerResult
-from headwater.workspace import external, triggers
+from headwater.workspace import external, intervals, triggers
 from headwater.workspace.config import CONFIG_MODULE, WorkspaceConfig, settings_for
 from headwater.workspace.manifest import DEPLOYMENT_MODULE, LoadedManifest, job_definition_hash
-
-INTERVAL_TRIGGER_KINDS = ("schedule", "every", "once")
 
 
 def job_specs(loaded: LoadedManifest, config: WorkspaceConfig | None = None) -> list[JobSpec]:
@@ -68,30 +64,6 @@ def job_specs(loaded: LoadedManifest, config: WorkspaceConfig | None = None) -> 
     return specs
 
 
-def _interval(
-    job_def: dict[str, Any], trigger: str, now: datetime, refresh: bool
-) -> tuple[datetime | None, datetime | None]:
-    """dlt's interval for timed triggers and jobs that declare one; none otherwise.
-
-    A manual run gets its default trigger's interval (a manual run of a daily job loads
-    the last elapsed day, as that day's tick would). A point-in-time interval for a
-    manual run without a timed trigger, or a chained run, would make interval
-    incrementals load nothing, so those runs get no interval at all.
-    """
-    basis = trigger
-    if triggers.kind(trigger) == "manual":
-        basis = triggers.default_trigger(job_def) or trigger
-    if triggers.kind(basis) not in INTERVAL_TRIGGER_KINDS and not job_def.get("interval"):
-        return None, None
-    try:
-        start, end, _tz = resolve_interval(
-            None, None, triggers.as_dlt_job(job_def), TTrigger(basis), now, refresh
-        )
-    except Exception:
-        return None, None
-    return start, end
-
-
 def run_request(
     job: dict[str, Any],
     trigger: str,
@@ -103,12 +75,21 @@ def run_request(
     previous_run_id: str | None = None,
     triggered_by: str | None = None,
     dedupe_key: str | None = None,
+    interval: Interval | None = None,
+    backfill_id: str | None = None,
 ) -> RunRequest:
-    """What a trigger of `job` asks the store for: its interval, limits and concurrency."""
+    """What a trigger of `job` asks the store for: its interval, limits and concurrency.
+    `interval` is the one an interval job's run processes; without it, dlt's interval for
+    the trigger (`intervals.run_interval`)."""
     job_def = job["definition"]
     settings = job.get("settings") or {}
     timeout, grace = triggers.timeout_of(job_def)
-    start, end = _interval(job_def, trigger, now, refresh)
+    start: datetime | None
+    end: datetime | None
+    if interval is not None:
+        start, end = interval
+    else:
+        start, end = intervals.run_interval(job_def, trigger, now, refresh)
     return RunRequest(
         job_id=job["id"],
         trigger=trigger,
@@ -125,7 +106,10 @@ def run_request(
         concurrency=triggers.concurrency_of(job_def),
         overlap=settings.get("overlap") or "skip",
         locks=settings.get("locks") or None,
-        retry_policy=policy.as_dict() if (policy := RetryPolicy.from_settings(settings)) else None,
+        retry_policy=retry.as_dict() if (retry := RetryPolicy.from_settings(settings)) else None,
+        backfill_id=backfill_id,
+        # a run is due when its interval closes; a run without one, when it is asked for
+        deadline_at=intervals.deadline_at(job_def, end if end is not None else now),
     )
 
 
@@ -136,10 +120,25 @@ def fire(
     *,
     now: datetime,
     dry_run: bool = False,
+    skip_freshness: bool = False,
     **request: Any,
 ) -> TriggerResult:
-    """Ask for a run of `job` (see `run_request` for the keyword arguments). A job with a
-    `run_interval` is debounced: the trigger fires, or is folded into a fire to come."""
+    """Ask for a run of `job` (see `run_request` for the keyword arguments).
+
+    On the way: a refresh clears the job's completed intervals and those of the jobs it
+    cascades to; a job whose upstreams are not fresh is not started (its trigger waits,
+    unless `skip_freshness`); an interval job runs its next open interval; a job with a
+    `run_interval` is debounced (the trigger fires, or is folded into a fire to come).
+    """
+    if needs_planning(job, request):
+        held = _refresh_and_freshness(store, job, trigger, now, dry_run, skip_freshness, request)
+        if held is not None:
+            return held
+        basis = intervals.interval_job(job["definition"])
+        if basis is not None and not request.get("refresh"):
+            return fire_next_intervals(
+                store, job, basis, trigger, now=now, dry_run=dry_run, **request
+            )
     req = run_request(job, trigger, now=now, **request)
     interval = run_interval(job)
     if interval is not None and not dry_run:
@@ -154,14 +153,186 @@ async def fire_async(
     *,
     now: datetime,
     dry_run: bool = False,
+    skip_freshness: bool = False,
     **request: Any,
 ) -> TriggerResult:
     """`fire` for the event loop: the loop serves other requests while the run is recorded."""
+    if needs_planning(job, request):
+        return await asyncio.to_thread(
+            functools.partial(
+                fire, store, job, trigger, now=now, dry_run=dry_run,
+                skip_freshness=skip_freshness, **request,
+            )
+        )  # fmt: skip
     req = run_request(job, trigger, now=now, **request)
     interval = run_interval(job)
     if interval is not None and not dry_run:
         return await asyncio.to_thread(fire_debounced, store, job, req, now, interval)
     return await store.create_run_async(req, now=now, dry_run=dry_run)
+
+
+def needs_planning(job: dict[str, Any], request: Mapping[str, Any]) -> bool:
+    """Whether a trigger of the job must read more than the job row: a refresh, an interval
+    job, freshness constraints, or a refresh cascaded to it. The plain path stays one write."""
+    d = job["definition"]
+    return bool(
+        request.get("refresh")
+        or d.get("interval")
+        or d.get("freshness")
+        or job.get("intervals_reset_at")
+    )
+
+
+def _refresh_and_freshness(
+    store: RunRecorder,
+    job: dict[str, Any],
+    trigger: str,
+    now: datetime,
+    dry_run: bool,
+    skip_freshness: bool,
+    request: dict[str, Any],
+) -> TriggerResult | None:
+    """Carry out a refresh (updating `request`), and hold a trigger whose upstreams are not
+    fresh; None: go on and fire."""
+    job_def = job["definition"]
+    if request.get("refresh"):
+        effective, _warning = intervals.refresh_of(job_def, True)
+        request["refresh"] = effective
+        if effective and not dry_run:
+            refresh_jobs(store, job, now)
+    elif job.get("intervals_reset_at") and store.first_run_since_reset(job["id"]):
+        # a refresh cascaded here: the job's first run since carries it to dlt
+        request["refresh"] = True
+    if skip_freshness or not job_def.get("freshness"):
+        return None
+    reasons = stale_reasons(store, job, now)
+    if not reasons:
+        return None
+    if not dry_run and intervals.interval_job(job_def) is None:
+        # an interval job needs no wait: the interval planner starts it once fresh
+        asked = {"trigger": trigger, **{k: v for k, v in request.items() if k != "dedupe_key"}}
+        store.wait_for_freshness(job["id"], asked, reasons, now)
+    return TriggerResult(
+        policy.Decision(
+            policy.TriggerStatus.SKIPPED_UPSTREAM_PENDING,
+            reasons + ["starts when its upstreams are fresh (skip_freshness overrides)"],
+        ),
+        None,
+    )
+
+
+def refresh_jobs(store: RunRecorder, job: dict[str, Any], now: datetime) -> list[str]:
+    """Clear the completed intervals of `job` and of the jobs its refresh cascades to
+    (`refresh_propagation`); answers the refs of those others. Their next runs carry the
+    refresh to dlt."""
+    jobs = store.active_jobs_cached(job["workspace_id"])
+    by_ref = {j["job_ref"]: j for j in jobs}
+    cascade = intervals.refresh_cascade(
+        job["job_ref"], {ref: j["definition"] for ref, j in by_ref.items()}
+    )
+    others = [by_ref[ref] for ref in cascade if ref in by_ref]
+    store.reset_intervals([job, *others], now, cause=f"refresh of {job['job_ref']}")
+    return [j["job_ref"] for j in others]
+
+
+def stale_reasons(store: RunRecorder, job: dict[str, Any], now: datetime) -> list[str]:
+    """Why the job's upstreams are not fresh (empty: they are)."""
+    job_def = job["definition"]
+    if not job_def.get("freshness"):
+        return []
+    jobs = store.active_jobs_cached(job["workspace_id"])
+    by_ref = {j["job_ref"]: j for j in jobs}
+    ups = [by_ref[r] for r in intervals.upstream_refs(job_def) if r in by_ref]
+    ends = store.last_completed([u["id"] for u in ups])
+    return intervals.stale_reasons(
+        job_def,
+        {ref: j["definition"] for ref, j in by_ref.items()},
+        {u["job_ref"]: ends.get(u["id"]) for u in ups},
+        now,
+    )
+
+
+def fire_next_intervals(
+    store: RunRecorder,
+    job: dict[str, Any],
+    basis: intervals.IntervalJob,
+    trigger: str,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    last_tick: datetime | None = None,
+    **request: Any,
+) -> TriggerResult:
+    """Run the interval job's next open intervals (`core/intervals.plan`): one in
+    sequential mode, as many as `execute.concurrency` allows in parallel mode.
+
+    `last_tick` is given by the interval planner: a failed interval then waits for the next
+    tick. A person's or a tick's trigger retries it at once. Answers the first run made, or
+    why none was.
+    """
+    request.pop("dedupe_key", None)  # an interval's run is keyed by its interval
+    job_def = job["definition"]
+    lo, hi = basis.bounds()
+    if (
+        last_tick is None
+        and triggers.kind(trigger) == "schedule"
+        and ((lo is not None and now < lo) or (hi is not None and now > hi))
+    ):
+        return TriggerResult(
+            policy.Decision(
+                policy.TriggerStatus.SKIPPED_OUT_OF_INTERVAL,
+                [f"tick {now.isoformat()} is outside the job's interval {dict(basis.spec)}"],
+            ),
+            None,
+        )
+    runs, reset = store.interval_runs(job["id"])
+    state = core_intervals.summarize(runs, reset)
+    open_ivs = basis.open_intervals(now, state.completed)
+    chosen = core_intervals.plan(
+        open_ivs,
+        state,
+        basis.mode,
+        triggers.concurrency_of(job_def),
+        last_tick if last_tick is not None else datetime.max.replace(tzinfo=UTC),
+    )
+    if not chosen:
+        if state.active:
+            s, e = state.active[0]
+            why = f"interval [{s.isoformat()}, {e.isoformat()}) is running" + (
+                " (sequential mode)" if basis.mode != "parallel" else "; concurrency is full"
+            )
+            return TriggerResult(
+                policy.Decision(policy.TriggerStatus.SKIPPED_CONCURRENCY_LIMIT, [why]), None
+            )
+        if open_ivs:
+            s, e = open_ivs[0]
+            why = f"interval [{s.isoformat()}, {e.isoformat()}) failed; the next tick retries it"
+            return TriggerResult(
+                policy.Decision(policy.TriggerStatus.SKIPPED_CONCURRENCY_LIMIT, [why]), None
+            )
+        end = basis.window(now)[1]
+        return TriggerResult(
+            policy.Decision(
+                policy.TriggerStatus.SKIPPED_ALREADY_COVERED,
+                [f"every interval up to {end.isoformat()} is completed"],
+            ),
+            None,
+        )
+    first: TriggerResult | None = None
+    for iv in chosen:
+        req = run_request(
+            job,
+            trigger,
+            now=now,
+            interval=iv,
+            dedupe_key=core_intervals.interval_key(iv[0], state.runs_per_start.get(iv[0], 0)),
+            **request,
+        )
+        result = store.create_run(req, now=now, dry_run=dry_run)
+        first = first or result
+        request["refresh"] = False  # a cascaded refresh goes with the first run only
+    assert first is not None
+    return first
 
 
 # -- debounced jobs (`run_interval` in headwater.toml) --------------------------------------

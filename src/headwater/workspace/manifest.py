@@ -41,6 +41,17 @@ class ManifestError(HeadwaterError):
         self.error_type = error_type
 
 
+def explain(error: str) -> str:
+    """dlt's error, with what to do where dlt's own words do not say it."""
+    if "job.is_matching_interval_fresh" in error and "not yet implemented" in error:
+        return (
+            f"{error}\n(dlt 1.31 refuses `is_matching_interval_fresh` freshness constraints"
+            " in every runtime, Headwater included: declare `<upstream>.is_fresh` instead,"
+            " which holds the job until the upstream's latest interval has completed)"
+        )
+    return error
+
+
 @dataclass(frozen=True)
 class LoadedManifest:
     manifest: dict[str, Any]
@@ -98,7 +109,7 @@ def parse_worker_output(stdout: str, stderr: str, returncode: int) -> LoadedMani
         tail = (stderr.strip() or stdout.strip())[-4000:]
         raise ManifestError(tail or f"manifest worker exited with code {returncode}")
     if "error" in payload:
-        raise ManifestError(str(payload["error"]), str(payload.get("error_type", "")))
+        raise ManifestError(explain(str(payload["error"])), str(payload.get("error_type", "")))
     return from_manifest(payload["manifest"], list(payload.get("warnings", [])))
 
 

@@ -19,6 +19,7 @@ from headwater.api.responses import MAX_INT, ApiError
 from headwater.core import policy
 from headwater.core.access import Action
 from headwater.workspace import triggers
+from headwater.workspace.intervals import IntervalError
 from headwater.workspace.launch import fire_async
 
 MAX_PAGE = 1000
@@ -218,17 +219,22 @@ async def trigger_many(
             skipped.append(item)
             continue
         assert trig is not None
-        result = await fire_async(
-            store,
-            job,
-            trig,
-            now=now,
-            profile=body.profile,
-            parameters=body.parameters,
-            refresh=body.refresh,
-            triggered_by=principal.key_id,
-            dry_run=body.dry_run,
-        )
+        try:
+            result = await fire_async(
+                store,
+                job,
+                trig,
+                now=now,
+                profile=body.profile,
+                parameters=body.parameters,
+                refresh=body.refresh,
+                triggered_by=principal.key_id,
+                dry_run=body.dry_run,
+            )
+        except IntervalError as ex:
+            # one job's broken interval spec must not fail the others' triggers
+            failed.append({"ref": job["job_ref"], "detail": str(ex)})
+            continue
         item["status"] = result.decision.status.value
         item["reasons"] = result.decision.reasons or None
         if result.run is not None:

@@ -103,6 +103,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             profile=body.profile,
             parameters=body.parameters,
             refresh=body.refresh,
+            skip_freshness=body.skip_freshness,
             triggered_by=p.key_id,
         )
         if not result.decision.creates_run:
