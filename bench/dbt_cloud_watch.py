@@ -144,15 +144,20 @@ poll_interval = {args.poll}
                 time.sleep(5)
             watch_to = time.time()
             log = fake.requests("GET", r"/runs/\d+/$")
+            listed = fake.requests("GET", r"/runs/$")
         finally:
             server.terminate()
             try:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
+    # a run is polled when its status is asked alone, or shown in a list of the job's runs
     by_run: dict[str, list[float]] = {}
     for r in log:
-        by_run.setdefault(r["path"], []).append(r["at"])
+        by_run.setdefault(r["path"].rstrip("/").rsplit("/", 1)[-1], []).append(r["at"])
+    for r in listed:
+        for run_id in r.get("run_ids") or []:
+            by_run.setdefault(str(run_id), []).append(r["at"])
     lateness = []
     for times in by_run.values():
         steady = sorted(t for t in times if watch_from - args.poll <= t <= watch_to)
@@ -174,6 +179,11 @@ poll_interval = {args.poll}
         "rss_max_mb": round(max(samples) / 2**20, 1),
         "rss_last_mb": round(samples[-1] / 2**20, 1),
         "polls_measured": len(lateness),
+        "status_requests_per_s": round(
+            sum(1 for r in [*log, *listed] if watch_from <= r["at"] <= watch_to)
+            / max(1e-9, watch_to - watch_from),
+            1,
+        ),
         "lateness_p50_s": round(pct(0.50), 3),
         "lateness_p99_s": round(pct(0.99), 3),
         "lateness_max_s": round(lateness[-1], 3) if lateness else None,

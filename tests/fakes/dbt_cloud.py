@@ -264,6 +264,8 @@ async def list_runs(request: Request) -> Response:
     limit = min(int(q.get("limit", 100)), 100)
     offset = int(q.get("offset", 0))
     page = views[offset : offset + limit]
+    if STATE.requests:  # which runs the answer showed: a poll of each (bench/dbt_cloud_watch.py)
+        STATE.requests[-1]["run_ids"] = [v["id"] for v in page]
     extra = {
         "filters": dict(q),
         "order_by": order,

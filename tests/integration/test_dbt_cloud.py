@@ -15,7 +15,15 @@ from tests.integration.harness import Server, run_dlthub
 pytestmark = pytest.mark.integration
 
 ACCOUNT = 12345
-JOBS = {"transform": 100, "replaced": 101, "ignored": 102, "slow": 103, "bad": 104, "posted": 105}
+JOBS = {
+    "transform": 100,
+    "replaced": 101,
+    "ignored": 102,
+    "slow": 103,
+    "bad": 104,
+    "posted": 105,
+    "many": 106,
+}
 
 WORKSPACE = """
 import dlt.hub.run as run
@@ -86,6 +94,13 @@ connection = "wrong"
 job_id = {JOBS["bad"]}
 
 [[dbt_cloud.jobs]]
+name = "many"
+connection = "prod"
+job_id = {JOBS["many"]}
+mode = "ignore"
+poll_interval = "1s"
+
+[[dbt_cloud.jobs]]
 name = "posted"
 connection = "prod"
 job_id = {JOBS["posted"]}
@@ -98,7 +113,7 @@ poll_interval = "1s"
 def fake() -> Iterator[FakeDbtCloud]:
     with FakeDbtCloud() as server:
         for name, job_id in JOBS.items():
-            plan = {"running": 60} if name == "slow" else {"running": 1.0}
+            plan = {"running": {"slow": 60, "many": 6}.get(name, 1.0)}
             server.add_job(job_id, account_id=ACCOUNT, **plan)
         yield server
 
@@ -269,3 +284,27 @@ def test_t6_replace_whose_cancel_fails_posts_nothing_and_fails(
     assert run["reason"].startswith(f"replace: dbt Cloud run {busy['id']} could not be cancelled")
     assert len(fake.requests("POST", rf"/jobs/{JOBS['replaced']}/run/$")) == posts
     fake.set_run(busy["id"], 30)
+
+
+def test_a_job_watched_many_times_is_polled_through_its_list_of_active_runs(
+    srv: Server, fake: FakeDbtCloud
+) -> None:
+    job_id = srv.job_id("many")
+    runs = [
+        srv.post(f"{srv.w}/job-runs", json={"job_id": job_id, "trigger": "manual:"})
+        for _ in range(25)
+    ]
+    srv.wait_for(
+        lambda: sum(srv.run(r["id"])["status"] == "running" for r in runs) == 25, 60, "25 watched"
+    )
+    before = len(fake.requests("GET", r"/runs/\d+/$"))
+    listed_before = len(fake.requests("GET", r"/runs/$"))
+    done = [srv.wait_run(r["id"], timeout=90) for r in runs]
+    assert {r["status"] for r in done} == {"completed"}
+    lists = [
+        q for q in fake.requests("GET", r"/runs/$")[listed_before:] if "106" in str(q.get("query"))
+    ]
+    singles = len(fake.requests("GET", r"/runs/\d+/$")) - before
+    # a second of polling 25 runs one by one is 25 requests; the list answers them in one
+    assert lists, "no list request for the job"
+    assert singles < 25 * 3, singles

@@ -177,12 +177,15 @@ class DbtCloudClient:
         *,
         order_by: str = "-id",
         limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {
             "job_definition_id": job_id,
             "order_by": order_by,
             "limit": min(limit, 100),
         }
+        if offset:
+            params["offset"] = offset
         if statuses:
             params["status__in"] = json.dumps(list(statuses))  # one JSON list, not repeated keys
         return list((await self._request("GET", "runs/", params=params))["data"])

@@ -11,9 +11,10 @@ worker never claims it). The monitor then:
    watch with an id is resumed, and one without is looked up by its cause among the job's
    runs created since the intent; it is only posted again when dbt Cloud has no such run;
 3. polls every watched run each `poll_interval` (the due ones, in order of due time, with
-   bounded concurrency), writes each status change as a log line, and at the end keeps the
-   run's `run_results.json` and `manifest.json`, names failed models and tests, and ends the
-   Headwater run completed / failed / cancelled, or failed with reason timeout.
+   bounded concurrency; a job with many watches through its list of active runs, 100 a
+   request, instead of one request a run), writes each status change as a log line, and at
+   the end keeps the run's `run_results.json` and `manifest.json`, names failed models and
+   tests, and ends the Headwater run completed / failed / cancelled, or failed with reason timeout.
 A Headwater run cancelled while it watches cancels the dbt Cloud run.
 """
 
@@ -60,6 +61,10 @@ TURN_S = 0.5
 """How often new, cancelled and due runs are looked for."""
 MAX_IN_FLIGHT = 200
 """HTTP requests to dbt Cloud at once, across every watch."""
+BATCH_MIN = 20
+"""A dbt Cloud job watched this many times at once is polled through its list of active
+runs (100 a page): 10,000 watches cost 100 requests a poll interval, not 10,000."""
+PAGE = 100
 LOOKUP_SLACK = timedelta(seconds=60)
 """A run found by cause counts when created this long before the intent, at most (clocks)."""
 
@@ -113,6 +118,8 @@ class DbtCloudMonitor:
         self._next_line: dict[str, int] = {}
         self._statuses: dict[str, int] = {}
         """Last statuses seen and not yet stored."""
+        self._batching: set[tuple[int, int]] = set()
+        """Jobs whose active runs are being listed (a batch poll in flight)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -190,11 +197,30 @@ class DbtCloudMonitor:
                 self._cancelling.add(run["id"])
                 self._spawn(self._cancel(run["id"]))
         now = time.monotonic()
+        due: list[Watch] = []
         while self._due and self._due[0][0] <= now:
-            _at, _seq, run_id = heapq.heappop(self._due)
-            if run_id in self._watches and run_id not in self._cancelling:
-                self._spawn(self._poll(self._watches[run_id]))
+            at, _seq, run_id = heapq.heappop(self._due)
+            watch = self._watches.get(run_id)
+            # an entry a batch poll moved on is stale: the watch is in the heap again
+            if watch is not None and watch.due == at and run_id not in self._cancelling:
+                due.append(watch)
+        for key, group in self._by_job(due).items():
+            watched = [w for w in self._watches.values() if _job_key(w) == key]
+            if len(watched) >= BATCH_MIN and key not in self._batching:
+                # the whole job at once: every watch of it is seen in the same pages
+                self._batching.add(key)
+                self._spawn(self._poll_job(key, watched))
+            elif key not in self._batching:
+                for watch in group:
+                    self._spawn(self._poll(watch))
         await self._flush()
+
+    @staticmethod
+    def _by_job(watches: list[Watch]) -> dict[tuple[int, int], list[Watch]]:
+        groups: dict[tuple[int, int], list[Watch]] = {}
+        for watch in watches:
+            groups.setdefault(_job_key(watch), []).append(watch)
+        return groups
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -482,12 +508,56 @@ class DbtCloudMonitor:
     # -- polling --------------------------------------------------------------------------------
 
     async def _poll(self, watch: Watch) -> None:
-        interval = float(watch.settings.get("poll_interval") or 30)
         try:
             dbt_run = await self._call(watch.client.get_run, watch.dbt_run_id)
         except DbtCloudError as ex:
             log.warning("polling dbt Cloud run %s failed: %s", watch.dbt_run_id, ex)
             dbt_run = None
+        await self._observe(watch, dbt_run)
+
+    async def _poll_job(self, key: tuple[int, int], watches: list[Watch]) -> None:
+        """Poll every watch of one dbt Cloud job through the job's active runs, a page of
+        100 at a time; a watch not listed (it ended, or a page moved under the listing) is
+        read on its own. Each watch keeps its own cadence from this poll on."""
+        client, dbt_job = watches[0].client, key[1]
+        wanted = {w.dbt_run_id for w in watches}
+        seen: dict[int, dict[str, Any]] = {}
+        started = time.monotonic()
+        try:
+            offset = 0
+            while True:
+                page = await self._call(
+                    client.list_runs,
+                    dbt_job,
+                    list(ACTIVE_STATUSES),
+                    order_by="id",
+                    limit=PAGE,
+                    offset=offset,
+                )
+                seen.update((int(r["id"]), r) for r in page if int(r["id"]) in wanted)
+                offset += len(page)
+                if len(page) < PAGE or len(seen) == len(wanted):
+                    break
+        except DbtCloudError as ex:
+            log.warning("listing the runs of dbt Cloud job %s failed: %s", dbt_job, ex)
+            for watch in watches:  # each on its own, as a small job's are
+                self._spawn(self._poll(watch))
+            return
+        finally:
+            self._batching.discard(key)
+        for watch in watches:
+            if watch.run_id not in self._watches:
+                continue
+            dbt_run = seen.get(watch.dbt_run_id)
+            if dbt_run is None:
+                self._spawn(self._poll(watch))
+                continue
+            watch.due = started  # the cadence restarts at this poll for the whole job
+            await self._observe(watch, dbt_run)
+
+    async def _observe(self, watch: Watch, dbt_run: dict[str, Any] | None) -> None:
+        """What one poll saw of a watched run (None: the poll failed)."""
+        interval = float(watch.settings.get("poll_interval") or 30)
         if watch.run_id not in self._watches:
             return
         if dbt_run is not None:
@@ -670,3 +740,8 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _job_key(watch: Watch) -> tuple[int, int]:
+    """Watches polled together: the same client (connection) and dbt Cloud job."""
+    return (id(watch.client), int(watch.settings["job_id"]))
