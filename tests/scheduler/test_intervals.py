@@ -14,16 +14,12 @@ from hypothesis import strategies as st
 from headwater.core import intervals as core_intervals
 from headwater.core.policy import TriggerStatus
 from headwater.core.states import LOST_RUN_REASON, RunStatus
-from headwater.scheduler.intervals import (
-    IntervalPlanner,
-    backfill_report,
-    interval_report,
-    plan_backfill,
-)
+from headwater.scheduler.intervals import IntervalPlanner
 from headwater.scheduler.scheduler import Scheduler
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.store import JobSpec, Store
 from headwater.workspace import intervals
+from headwater.workspace.interval_reports import backfill_report, interval_report, plan_backfill
 from headwater.workspace.launch import fire, refresh_jobs
 
 

@@ -14,14 +14,14 @@ from headwater.api.context import ApiContext
 from headwater.api.json_route import JSONRoute
 from headwater.api.responses import ApiError
 from headwater.core.access import Action
-from headwater.scheduler.intervals import (
+from headwater.store import notify
+from headwater.workspace.interval_reports import (
     BackfillError,
     backfill_report,
     interval_report,
     plan_backfill,
     slot_view,
 )
-from headwater.store import notify
 from headwater.workspace.launch import refresh_jobs
 
 
