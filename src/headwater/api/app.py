@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from headwater.api.auth import Authenticator
 from headwater.api.context import ApiContext
 from headwater.api.limits import BodyLimit, RejectNul
+from headwater.api.metrics import LatencyMiddleware
 from headwater.api.responses import ERROR_RESPONSES, JSONBody, document_errors, error_body
 from headwater.api.routes import (
     automations,
@@ -30,6 +31,7 @@ from headwater.api.routes import (
     keys,
     legacy,
     logs,
+    metrics,
     organizations,
     runs,
     telemetry,
@@ -102,6 +104,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.auth = auth
     app.add_middleware(BodyLimit)
     app.add_middleware(RejectNul)
+    app.add_middleware(LatencyMiddleware)
     app.add_middleware(ServerErrors)  # the last added is the outermost
     document_errors(app)
 
@@ -149,6 +152,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # the trigger routes' routers first: requests are matched against routes in order
     routers = (jobs, runs, workspace, logs, keys, legacy, deployments, organizations, webhooks)
-    for module in (*routers, workspace_variables, beacon, telemetry, automations, intervals):
+    for module in (
+        *routers,
+        workspace_variables,
+        beacon,
+        telemetry,
+        automations,
+        intervals,
+        metrics,
+    ):
         app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app

@@ -84,17 +84,29 @@ def up(
             help="Most megabytes of output one run stores (as --max-log-lines).",
         ),
     ] = 256,
+    metrics_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve /metrics without a key on HOST:PORT (a private address for"
+            " Prometheus); the API's port always serves it to a read key.",
+        ),
+    ] = None,
 ) -> None:
     """Run everything on this machine: API, scheduler, event dispatcher and a worker."""
-    from headwater.app import Runtime
-    from headwater.workspace.triggers import humanize
-
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     workspace = workspace.resolve()
     if not workspace.is_dir():
         fail(f"{workspace} is not a folder")
+    metrics_at = _address(metrics_address) if metrics_address else None
+    if separate_worker or api_processes > 1:
+        # several processes count API latency and rejections: prometheus-client keeps each
+        # one's values in this folder and a scrape sums them (set before it is imported)
+        _multiprocess_metrics(workspace / ".headwater" / "prometheus")
+    from headwater.app import Runtime
+    from headwater.workspace.triggers import humanize
+
     if not (workspace / "__deployment__.py").exists():
         err.print(
             f"[yellow]no __deployment__.py in {escape(str(workspace))}[/yellow]: serving an empty"
@@ -148,6 +160,15 @@ def up(
             f"  job  {job['job_ref']}  [dim]{job['job_type']}; {trig}[/dim]"
             + not_served(job["job_type"])
         )
+    if metrics_at is not None:
+        from prometheus_client import start_http_server
+
+        from headwater.api import metrics
+
+        start_http_server(
+            metrics_at[1], metrics_at[0], registry=metrics.registry(runtime.store, runtime.ws_id)
+        )
+        out.print(f"  metrics       http://{metrics_address}/metrics")
     try:
         # commands run outside any workspace use the server started last
         remember_server(workspace, runtime.url, runtime.ws_id, os.getpid())
@@ -155,6 +176,21 @@ def up(
         err.print(f"[yellow]could not note this server for the CLI[/yellow]: {escape(str(ex))}")
     sys.stdout.flush()
     _serve(runtime, listener)
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        fail(f"--metrics-address {value!r}: write it as HOST:PORT, e.g. 127.0.0.1:9108")
+    return host or "127.0.0.1", int(port)
+
+
+def _multiprocess_metrics(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)  # values of a previous server are stale
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(folder))
 
 
 def _listen(host: str, port: int, reuse_port: bool = False, probe: bool = True) -> socket.socket:

@@ -13,6 +13,7 @@ its own module, with its statements named in `sql.py`:
 - `outbox`: automations' deliveries, and the last good headwater.toml they follow
 - `attempts`: retries of runs
 - `intervals`: runs covering intervals, refreshes, backfills, freshness waits, deadlines
+- `metrics`: what `/metrics` reads at each scrape
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
@@ -36,6 +37,7 @@ from headwater.store.intervals import Intervals
 from headwater.store.jobs import DeployedJob, Jobs
 from headwater.store.keys import AmbiguousKeyError, Keys
 from headwater.store.logs import Logs
+from headwater.store.metrics import Metrics
 from headwater.store.outbox import Outbox
 from headwater.store.watches import Watches
 from headwater.store.workspaces import Workspaces
@@ -66,6 +68,7 @@ class Store(
     Outbox,
     Attempts,
     Intervals,
+    Metrics,
 ):
     """The database as one handle: every part of the store on one engine and notifier."""
 

@@ -498,7 +498,11 @@ def run_environment(
     `beacon_dsn` dlt sends nothing at all: the warm launcher must not, since dlt's
     sender is a thread and a process with threads is not forked.
     """
-    env = {k: v for k, v in base_env.items() if not k.startswith("HEADWATER_")}
+    env = {
+        k: v
+        for k, v in base_env.items()
+        if not k.startswith("HEADWATER_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     own_dsn = env.pop("RUNTIME__DLTHUB_DSN", None)
     if beacon_dsn:
         env["RUNTIME__DLTHUB_DSN"] = own_dsn or beacon_dsn

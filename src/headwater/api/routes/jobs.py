@@ -15,6 +15,7 @@ from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
 from headwater.api.limits import check_parameters
+from headwater.api.metrics import TRIGGER_REJECTIONS
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core import policy
 from headwater.core.access import Action
@@ -237,6 +238,8 @@ async def trigger_many(
             continue
         item["status"] = result.decision.status.value
         item["reasons"] = result.decision.reasons or None
+        if not result.decision.creates_run and not body.dry_run:
+            TRIGGER_REJECTIONS.labels(job["job_ref"], item["status"]).inc()
         if result.run is not None:
             item["job_run_id"] = result.run["id"]
             item["job_run"] = ctx.run_view(result.run, job)

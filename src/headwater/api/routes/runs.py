@@ -15,6 +15,7 @@ from headwater.api.context import ApiContext
 from headwater.api.idempotency import idempotent_async
 from headwater.api.json_route import JSONRoute
 from headwater.api.limits import check_parameters
+from headwater.api.metrics import TRIGGER_REJECTIONS
 from headwater.api.responses import MAX_INT, ApiError
 from headwater.core import dbt_results, policy
 from headwater.core.access import Action, Scope
@@ -107,6 +108,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             triggered_by=p.key_id,
         )
         if not result.decision.creates_run:
+            TRIGGER_REJECTIONS.labels(job["job_ref"], result.decision.status.value).inc()
             raise ApiError(
                 409,
                 f"run declined: {result.decision.status.value}"
