@@ -117,3 +117,19 @@ def test_the_metrics_address_answers_without_a_key(srv: Server) -> None:
     answer = httpx.get(f"http://{address}/metrics", timeout=30)
     assert answer.status_code == 200
     assert "headwater_runs_ended_total" in answer.text
+
+
+def test_run_lists_page_by_cursor(srv: Server) -> None:
+    first = srv.get(f"{srv.w}/job-runs", params={"limit": 1})
+    seen = [r["id"] for r in first["items"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = srv.get(f"{srv.w}/job-runs", params={"limit": 1, "cursor": cursor})
+        seen += [r["id"] for r in page["items"]]
+        cursor = page["next_cursor"]
+    everything = [r["id"] for r in srv.get(f"{srv.w}/job-runs", params={"limit": 1000})["items"]]
+    assert seen == everything and len(seen) >= 3
+    bad = srv.http.get(f"{srv.w}/job-runs", params={"cursor": "bm90IGEgY3Vyc29y"})
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor"
+    manual = srv.get(f"{srv.w}/job-runs", params={"trigger_kind": "manual", "limit": 1000})
+    assert {r["trigger"].split(":")[0] for r in manual["items"]} == {"manual"}

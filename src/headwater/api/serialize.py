@@ -7,6 +7,7 @@ the clients keep.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from dlt._workspace.deployment._job_ref import short_name
 from dlt._workspace.profile import DEFAULT_PROFILE
 
-from headwater.api.responses import MAX_INT
+from headwater.api.responses import MAX_INT, ApiError
 from headwater.core.policy import is_served
 from headwater.workspace.launch import effective_profile
 
@@ -247,8 +248,34 @@ def log_line(line: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
-    return {"items": items, "total": total, "limit": limit, "offset": offset, "next_cursor": None}
+def page(
+    items: list[Any], total: int, limit: int, offset: int, next_cursor: str | None = None
+) -> dict[str, Any]:
+    return {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_cursor": next_cursor,
+    }
+
+
+def encode_cursor(run: dict[str, Any]) -> str:
+    """Where the next page of runs starts: after this one (opaque to clients)."""
+    raw = f"{run['created_at'].isoformat()}|{run['number']}|{run['id']}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, number, run_id = raw.split("|")
+        at = datetime.fromisoformat(created)
+        if at.tzinfo is None:
+            raise ValueError("no zone")
+        return at, int(number), run_id
+    except (ValueError, UnicodeDecodeError) as ex:
+        raise ApiError(400, "cursor is not one this server gave", "invalid_cursor") from ex
 
 
 def pipeline_run_summary(p: dict[str, Any]) -> dict[str, Any]:

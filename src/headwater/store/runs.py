@@ -243,9 +243,25 @@ class Runs(StoreBase):
         triggered_by: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        trigger_kinds: Sequence[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        after: tuple[datetime, int, str] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Runs newest first, as the clients expect."""
-        count, page = runs_page(ws_id, job_id, list(statuses), number, triggered_by, limit, offset)
+        """Runs newest first, as the clients expect; `after` pages by key (see `runs_page`)."""
+        count, page = runs_page(
+            ws_id,
+            job_id,
+            list(statuses),
+            number,
+            triggered_by,
+            limit,
+            offset,
+            trigger_kinds=trigger_kinds,
+            start=start,
+            end=end,
+            after=after,
+        )
         with self.reader.connect() as conn:
             total = conn.execute(count).scalar_one()
             rows = conn.execute(page).all()

@@ -16,6 +16,7 @@ statements beside them and use the row helpers here.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -253,9 +255,22 @@ def runs_page(
     triggered_by: str | None,
     limit: int,
     offset: int,
+    *,
+    trigger_kinds: Sequence[str] = (),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    after: tuple[datetime, int, str] | None = None,
 ) -> tuple[Select[Any], Select[Any]]:
-    """(count, page) of a workspace's runs, newest first, optionally filtered."""
+    """(count, page) of a workspace's runs, newest first, optionally filtered. `after`
+    (created_at, number, id of the last run of the previous page) pages by key: a page
+    costs the same however deep it is, and runs created meanwhile shift nothing."""
     cond = [R.c.workspace_id == ws_id]
+    if trigger_kinds:
+        cond.append(or_(*(R.c.trigger.like(f"{k}:%") for k in trigger_kinds)))
+    if start is not None:
+        cond.append(R.c.created_at >= start)
+    if end is not None:
+        cond.append(R.c.created_at < end)
     if job_id is not None:
         cond.append(R.c.job_id == job_id)
     if statuses:
@@ -264,11 +279,13 @@ def runs_page(
         cond.append(R.c.number == number)
     if triggered_by is not None:
         cond.append(R.c.triggered_by == triggered_by)
+    page = select(R).where(*cond)
+    if after is not None:
+        page = page.where(tuple_(R.c.created_at, R.c.number, R.c.id) < tuple_(*after))
+        offset = 0
     return (
         select(func.count()).select_from(R).where(*cond),
-        select(R)
-        .where(*cond)
-        .order_by(R.c.created_at.desc(), R.c.number.desc())
+        page.order_by(R.c.created_at.desc(), R.c.number.desc(), R.c.id.desc())
         .limit(limit)
         .offset(offset),
     )

@@ -27,6 +27,11 @@ from headwater.workspace.launch import fire_async
 MAX_PAGE = 1000
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """A time without a zone is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 class CreateJobRunRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     job_id: str
@@ -55,9 +60,16 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         job_id: str | None = None,
         number: int | None = Query(None, ge=0, le=MAX_INT),
         status: list[RunStatus] = Query(default=[]),
+        trigger_kind: list[str] = Query(default=[], max_length=20),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        cursor: str | None = Query(None, max_length=400),
         p: Principal = Depends(auth.require(Action.READ_RUNS)),
     ) -> Any:
+        """Newest first. `cursor` (the previous page's `next_cursor`) pages by key: as fast
+        on the thousandth page as on the first, and runs created meanwhile shift nothing."""
         ctx.check_ws(ws)
+        after = ser.decode_cursor(cursor) if cursor else None
         runs, total = store.list_runs(
             ws,
             job_id=job_id,
@@ -65,16 +77,23 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             number=number,
             # a trigger key sees the runs it created
             triggered_by=p.key_id if p.scope is Scope.TRIGGER else None,
-            limit=limit,
+            limit=limit + 1,
             offset=offset,
+            trigger_kinds=trigger_kind,
+            start=_aware(start),
+            end=_aware(end),
+            after=after,
         )
+        more = len(runs) > limit
+        runs = runs[:limit]
         jobs: dict[str, dict[str, Any]] = {}
         items = []
         for run in ctx.with_summaries(runs):
             if run["job_id"] not in jobs:
                 jobs[run["job_id"]] = store.get_job(run["job_id"]) or {}
             items.append(ctx.detailed_run(run, jobs[run["job_id"]]))
-        return ser.page(items, total, limit, offset)
+        next_cursor = ser.encode_cursor(runs[-1]) if more and runs else None
+        return ser.page(items, total, limit, offset, next_cursor)
 
     @r.post("/api/v1/workspaces/{ws}/job-runs")
     async def create_run(
