@@ -150,6 +150,7 @@ class Runtime:
         app = create_app(ctx)
         # the pages sit on the API's context and keys
         app.include_router(pages.router(ctx, app.state.auth))
+        app.mount("/ui/static", pages.static_files(), name="ui-static")
         return app
 
     def _api_context(self) -> ApiContext:

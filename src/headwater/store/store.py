@@ -14,6 +14,7 @@ its own module, with its statements named in `sql.py`:
 - `attempts`: retries of runs
 - `intervals`: runs covering intervals, refreshes, backfills, freshness waits, deadlines
 - `metrics`: what `/metrics` reads at each scrape
+- `views`: what the web pages read that the API does not
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
@@ -39,6 +40,7 @@ from headwater.store.keys import AmbiguousKeyError, Keys
 from headwater.store.logs import Logs
 from headwater.store.metrics import Metrics
 from headwater.store.outbox import Outbox
+from headwater.store.views import Views
 from headwater.store.watches import Watches
 from headwater.store.workspaces import Workspaces
 
@@ -69,6 +71,7 @@ class Store(
     Attempts,
     Intervals,
     Metrics,
+    Views,
 ):
     """The database as one handle: every part of the store on one engine and notifier."""
 
