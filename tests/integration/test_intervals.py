@@ -184,3 +184,38 @@ def test_a_backfill_of_30_intervals_survives_a_sigkill_without_gap_or_repeat(
     assert "30 skipped_already_covered" in again.stdout, again.stdout
     listed = srv.cli("backfill", "ls").stdout
     assert "hourly" in listed and "completed" in listed
+
+
+def test_ctrl_c_stops_watching_a_backfill_not_the_backfill(srv: Server) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    end = floor_hour(datetime.now(UTC)) - timedelta(hours=40)
+    start = end - timedelta(hours=6)
+    env = {**os.environ, "HEADWATER_URL": srv.url, "HEADWATER_WORKSPACE_ID": srv.ws_id}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "headwater.cli.main", "job", "backfill", "hourly",
+         "--start", start.isoformat(), "--end", end.isoformat()],
+        cwd=srv.workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    number = srv.wait_for(
+        lambda: [b["number"] for b in srv.get(f"{srv.w}/backfills")["items"]
+                 if b["start"].startswith(start.isoformat()[:13])],
+        30, "the backfill",
+    )[0]  # fmt: skip
+    time.sleep(0.5)  # the command is watching: its progress bar is up
+    cli.send_signal(signal.SIGINT)
+    out, _ = cli.communicate(timeout=30)
+    assert cli.returncode == 130, out
+    assert f"backfill {number} goes on in the server" in out
+    done = srv.wait_for(
+        lambda: (b := srv.get(f"{srv.w}/backfills/{number}"))["status"] != "running" and b,
+        120,
+        "the backfill to finish without its watcher",
+    )
+    assert done["status"] == "completed" and done["counts"] == {"completed": 6}
+    shown = srv.cli("backfill", "show", str(number)).stdout
+    assert "completed" in shown and "6 completed" in shown

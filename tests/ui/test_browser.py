@@ -265,3 +265,15 @@ def test_script_in_a_name_a_log_line_or_a_parameter_runs_nothing(
         page.goto(f"{srv.url}/w/{srv.ws_id}{path}")
         assert page.evaluate("window.pwned") is None
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_the_jobs_page_with_history_and_the_workspace_page(browser: Browser, srv: Server) -> None:
+    page = signed_in(browser, srv)
+    expect(page.locator("tr[data-job='jobs.__deployment__.load'] .strip a")).not_to_have_count(0)
+    page.select_option("select[name=tag]", "ingest")
+    page.click("button:has-text('Filter')")
+    expect(page.locator("#jobs tbody tr")).to_have_count(1)
+    page.goto(f"{srv.url}/w/{srv.ws_id}")
+    shot(page, "jobs-history")
+    page.goto(f"{srv.url}/w/{srv.ws_id}/settings")
+    expect(page.locator("table").first).to_contain_text("1")  # manifest version 1

@@ -5,11 +5,12 @@ the manifest versions."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from headwater.core.states import LIVE
 from headwater.store.base import StoreBase
 from headwater.store.models import DbtCloudWatch, Job, ManifestVersion, Run
 
@@ -23,21 +24,17 @@ STRIP_COLUMNS = (R.c.id, R.c.job_id, R.c.number, R.c.status, R.c.created_at)
 
 class Views(StoreBase):
     def last_runs_by_job(self, job_ids: Sequence[str], n: int = 20) -> dict[str, list[Any]]:
-        """Each job's newest `n` runs (id, number, status, created_at), newest first: one
-        query, a window over the runs of those jobs."""
+        """Each job's newest `n` runs (id, number, status, created_at), newest first: runs
+        are numbered per job, so these are the numbers above its counter minus `n` (a range
+        of the `(job_id, number)` index, whatever the number of runs)."""
         if not job_ids:
             return {}
-        ranked = (
-            select(
-                *STRIP_COLUMNS,
-                func.row_number()
-                .over(partition_by=R.c.job_id, order_by=(R.c.created_at.desc(), R.c.number.desc()))
-                .label("rank"),
-            )
-            .where(R.c.job_id.in_(list(job_ids)))
-            .subquery()
+        stmt = (
+            select(*STRIP_COLUMNS)
+            .join(J, J.c.id == R.c.job_id)
+            .where(R.c.job_id.in_(list(job_ids)), R.c.number > J.c.run_counter - n)
+            .order_by(R.c.job_id, R.c.number.desc())
         )
-        stmt = select(ranked).where(ranked.c.rank <= n).order_by(ranked.c.job_id, ranked.c.rank)
         out: dict[str, list[Any]] = {}
         for row in self._all(stmt):
             out.setdefault(row["job_id"], []).append(row)
@@ -54,31 +51,39 @@ class Views(StoreBase):
         return self._all(stmt)
 
     def runs_between(
-        self, ws_id: str, start: datetime, end: datetime, limit: int = 5000
+        self, ws_id: str, start: datetime, end: datetime, limit: int = 20_000
     ) -> list[dict[str, Any]]:
-        """Runs that overlap `[start, end)` (started before its end, not finished before its
-        start), with their job: the timeline."""
-        stmt = (
-            select(
-                R.c.id,
-                R.c.number,
-                R.c.status,
-                R.c.created_at,
-                R.c.started_at,
-                R.c.finished_at,
-                J.c.job_ref,
-            )
+        """Runs that overlap `[start, end)`, with their job: the timeline. Two index ranges:
+        runs created in the window (or a day before it), and runs still live."""
+        cols = (
+            R.c.id,
+            R.c.number,
+            R.c.status,
+            R.c.created_at,
+            R.c.started_at,
+            R.c.finished_at,
+            J.c.job_ref,
+        )
+        recent = (
+            select(*cols)
             .join(J, J.c.id == R.c.job_id)
             .where(
                 R.c.workspace_id == ws_id,
+                R.c.created_at >= start - timedelta(days=1),
                 R.c.created_at < end,
-                (R.c.finished_at.is_(None)) | (R.c.finished_at >= start),
                 R.c.status != "skipped",
             )
             .order_by(R.c.created_at.desc())
             .limit(limit)
         )
-        return self._all(stmt)
+        live = (
+            select(*cols)
+            .join(J, J.c.id == R.c.job_id)
+            .where(R.c.workspace_id == ws_id, R.c.status.in_([s.value for s in LIVE]))
+        )
+        rows = {r["id"]: r for r in self._all(recent)}
+        rows.update((r["id"], r) for r in self._all(live))
+        return [r for r in rows.values() if r["finished_at"] is None or r["finished_at"] >= start]
 
     def manifest_versions(self, ws_id: str, limit: int = 50) -> list[dict[str, Any]]:
         stmt = (

@@ -45,6 +45,7 @@ from headwater.workspace import triggers
 COOKIE = "headwater_session"
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
+JOBS_PAGE = 50
 STATUSES = [s.value for s in RunStatus]
 TRIGGER_KINDS = ["manual", "schedule", "every", "once", "job.success", "job.fail", "tag",
                  "webhook", "http", "deployment", "pipeline_name"]  # fmt: skip
@@ -294,7 +295,9 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     # -- jobs -------------------------------------------------------------------------------
 
     @r.get("/w/{ws}")
-    def jobs_page(ws: str, request: Request, q: str = "", tag: str = "", status: str = "") -> Any:
+    def jobs_page(
+        ws: str, request: Request, q: str = "", tag: str = "", status: str = "", page: int = 1
+    ) -> Any:
         who = viewer(request)
         if not isinstance(who, Viewer):
             return who
@@ -302,16 +305,14 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         return render(
             "jobs.html",
             **base(request, who, ws, "jobs", workspace_name(ws)),
-            **jobs_context(ws, q, tag, status),
+            **jobs_context(ws, q, tag, status, max(1, page)),
             request_url=str(request.url.path)
             + (f"?{request.url.query}" if request.url.query else ""),
         )
 
-    def jobs_context(ws: str, q: str, tag: str, status: str) -> dict[str, Any]:
-        jobs, _ = store.list_jobs(ws, is_archived=False, limit=10_000)
-        ids = [j["id"] for j in jobs]
-        latest = store.latest_runs(ids)
-        strips = store.last_runs_by_job(ids, 20)
+    def jobs_context(ws: str, q: str, tag: str, status: str, page: int = 1) -> dict[str, Any]:
+        jobs = store.active_jobs_cached(ws)
+        latest = store.latest_runs([j["id"] for j in jobs]) if status else {}
         tags: set[str] = set()
         rows = []
         for j in jobs:
@@ -319,26 +320,40 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             expose = d.get("expose") or {}
             job_tags = list(expose.get("tags") or [])
             tags.update(job_tags)
-            last = latest.get(j["id"])
             row = {
                 **j,
                 "display_name": expose.get("display_name") or j["job_ref"].rsplit(".", 1)[-1],
                 "tags": job_tags,
                 "served": is_served(j["job_type"]),
-                "latest": last,
-                "strip": strips.get(j["id"], []),
-                "humanized": ", ".join(_human(t) for t in d.get("triggers") or []) or "manual",
             }
             text = f"{row['display_name']} {j['job_ref']}".lower()
             if q and q.lower() not in text:
                 continue
             if tag and tag not in job_tags:
                 continue
-            if status and (last or {}).get("status") != status:
+            if status and (latest.get(j["id"]) or {}).get("status") != status:
                 continue
             rows.append(row)
+        pages = max(1, -(-len(rows) // JOBS_PAGE))
+        page = min(page, pages)
+        shown = rows[(page - 1) * JOBS_PAGE : page * JOBS_PAGE]
+        # only the shown jobs' runs are read: a page costs the same with 5 jobs or 5,000
+        ids = [j["id"] for j in shown]
+        latest = latest or store.latest_runs(ids)
+        strips = store.last_runs_by_job(ids, 20)
+        for row in shown:
+            row["latest"] = latest.get(row["id"])
+            row["strip"] = strips.get(row["id"], [])
+            row["humanized"] = (
+                ", ".join(_human(t) for t in row["definition"].get("triggers") or []) or "manual"
+            )
+        kept = {k: v for k, v in {"q": q, "tag": tag, "status": status}.items() if v}
         return {
-            "jobs": rows,
+            "jobs": shown,
+            "matched": len(rows),
+            "page": page,
+            "pages": pages,
+            "page_link": lambda n: f"/w/{ws}?" + urlencode({**kept, "page": n}),
             "tags": sorted(tags),
             "statuses": STATUSES,
             "q": q,
@@ -419,7 +434,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     def chain_graph(ws: str, job: dict[str, Any]) -> dict[str, Any]:
         """The jobs chained to this one (`job.success`/`job.fail` triggers, freshness), as
         far as the chain goes either way: nodes and edges for the graph."""
-        jobs, _ = store.list_jobs(ws, is_archived=False, limit=10_000)
+        jobs = store.active_jobs_cached(ws)
         by_ref = {j["job_ref"]: j for j in jobs}
         edges: list[dict[str, str]] = []
         for j in jobs:
@@ -683,37 +698,28 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         hours = max(1, min(hours, 24 * 14))
         end = datetime.now(UTC)
         start = end - timedelta(hours=hours)
+        # compact rows (a page carries thousands): [job index, number, status, created,
+        # started, finished, id], times in epoch milliseconds
+        jobs: dict[str, int] = {}
         bars = []
         for x in store.runs_between(ws, start, end):
-            began = x["started_at"] or end
+            index = jobs.setdefault(x["job_ref"], len(jobs))
             bars.append(
-                {
-                    "id": x["id"],
-                    "job": x["job_ref"],
-                    "number": x["number"],
-                    "status": x["status"],
-                    "from": x["created_at"].isoformat(),
-                    "to": began.isoformat(),
-                    "queued": True,
-                }
+                [
+                    index,
+                    x["number"],
+                    x["status"],
+                    _ms(x["created_at"]),
+                    _ms(x["started_at"]),
+                    _ms(x["finished_at"]),
+                    x["id"],
+                ]
             )
-            if x["started_at"]:
-                bars.append(
-                    {
-                        "id": x["id"],
-                        "job": x["job_ref"],
-                        "number": x["number"],
-                        "status": x["status"],
-                        "from": began.isoformat(),
-                        "to": (x["finished_at"] or end).isoformat(),
-                        "queued": False,
-                    }
-                )
         return render(
             "timeline.html",
             **base(request, who, ws, "timeline", f"Timeline · {workspace_name(ws)}"),
             hours=hours,
-            gantt={"start": start.isoformat(), "end": end.isoformat(), "runs": bars},
+            gantt={"start": _ms(start), "end": _ms(end), "jobs": list(jobs), "runs": bars},
         )
 
     def settings_page(
@@ -807,6 +813,10 @@ def _human(trigger: str) -> str:
         return triggers.humanize(trigger)
     except Exception:
         return trigger
+
+
+def _ms(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp() * 1000)
 
 
 def _gap(a: datetime, b: datetime) -> str:

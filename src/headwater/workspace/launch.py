@@ -108,9 +108,16 @@ def run_request(
         locks=settings.get("locks") or None,
         retry_policy=retry.as_dict() if (retry := RetryPolicy.from_settings(settings)) else None,
         backfill_id=backfill_id,
-        # a run is due when its interval closes; a run without one, when it is asked for
-        deadline_at=intervals.deadline_at(job_def, end if end is not None else now),
+        deadline_at=_deadline(job_def, end, now),
     )
+
+
+def _deadline(job_def: dict[str, Any], end: datetime | None, now: datetime) -> datetime | None:
+    """When the run must have completed: its deadline after its interval closed (or after
+    it was asked for). A run made after its deadline (a catch-up, a backfill) has none: it
+    was missed before the run existed, and a first deploy must not raise a flood."""
+    at = intervals.deadline_at(job_def, end if end is not None else now)
+    return at if at is None or at > now else None
 
 
 def fire(

@@ -58,18 +58,25 @@
     const el = document.getElementById("gantt");
     const t = data("gantt-data");
     if (!el || !t || !window.echarts) return;
-    const jobs = [...new Set(t.runs.map((r) => r.job))].sort();
-    // open on the span that holds runs (at least an hour); the slider reaches the rest
-    const first = Math.min(...t.runs.map((r) => Date.parse(r.from)), Date.parse(t.end));
-    const from = Math.max(Date.parse(t.start), Math.min(first, Date.parse(t.end) - 3600e3) - 60e3);
+    // rows: [job index, number, status, created, started, finished, id] (epoch ms)
+    const jobs = t.jobs;
+    const bars = [];
+    t.runs.forEach((r) => {
+      const started = r[4] || t.end;
+      bars.push({job: r[0], number: r[1], status: r[2], from: r[3], to: started, id: r[6], queued: true});
+      if (r[4]) bars.push({job: r[0], number: r[1], status: r[2], from: r[4], to: r[5] || t.end, id: r[6], queued: false});
+    });
+    // open on the span that holds runs (at least ten minutes); the slider reaches the rest
+    const first = t.runs.reduce((m, r) => Math.min(m, r[3]), t.end);
+    const from = Math.max(t.start, Math.min(first, t.end - 600e3) - 30e3);
     const chart = echarts.init(el);
     chart.setOption({
-      tooltip: {formatter: (p) => `${p.data.job} #${p.data.number} ${p.data.status}`},
+      tooltip: {formatter: (p) => `${jobs[p.data.job]} #${p.data.number} ${p.data.status}`},
       grid: {left: 220, right: 20, top: 20, bottom: 70},
       xAxis: {type: "time", min: t.start, max: t.end},
       yAxis: {type: "category", data: jobs, axisLabel: {width: 200, overflow: "truncate"}},
-      dataZoom: [{type: "inside", startValue: from, endValue: Date.parse(t.end)},
-        {type: "slider", height: 18, bottom: 10, startValue: from, endValue: Date.parse(t.end)}],
+      dataZoom: [{type: "inside", startValue: from, endValue: t.end},
+        {type: "slider", height: 18, bottom: 10, startValue: from, endValue: t.end}],
       series: [{type: "custom", encode: {x: [1, 2], y: 0},
         renderItem: (params, api) => {
           const y = api.value(0), a = api.coord([api.value(1), y]), b = api.coord([api.value(2), y]);
@@ -77,9 +84,9 @@
           return {type: "rect", shape: {x: a[0], y: a[1] - h / 2, width: Math.max(2, b[0] - a[0]), height: h},
             style: api.style({fill: api.visual("color")})};
         },
-        data: t.runs.map((r) => ({value: [jobs.indexOf(r.job), r.from, r.to], job: r.job,
-          number: r.number, status: r.status, id: r.id,
-          itemStyle: {color: COLORS[r.status] || "#8c959f", opacity: r.queued ? 0.35 : 1}}))}],
+        data: bars.map((b) => ({value: [b.job, b.from, b.to], job: b.job,
+          number: b.number, status: b.status, id: b.id,
+          itemStyle: {color: COLORS[b.status] || "#8c959f", opacity: b.queued ? 0.35 : 1}}))}],
     });
     chart.on("click", (p) => { if (p.data && p.data.id) location.href = runHref(p.data.id); });
   }
