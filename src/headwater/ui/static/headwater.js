@@ -15,7 +15,7 @@
     const runs = data("durations-data");
     if (!el || !runs || !window.echarts) return;
     const chart = echarts.init(el);
-    chart.setOption({
+    chart.setOption({animation: false,
       tooltip: {trigger: "item", formatter: (p) => `#${p.data.number} ${p.data.status}<br>${p.data.value[1]} s`},
       xAxis: {type: "time"}, yAxis: {type: "value", name: "seconds"},
       grid: {left: 50, right: 20, top: 30, bottom: 30},
@@ -38,7 +38,7 @@
     g.edges.forEach((e) => layout.setEdge(e.source, e.target));
     dagre.layout(layout);
     const chart = echarts.init(el);
-    chart.setOption({
+    chart.setOption({animation: false,
       series: [{type: "graph", layout: "none", roam: true, symbol: "roundRect",
         label: {show: true, color: "#fff", formatter: (p) => p.data.label},
         edgeSymbol: ["none", "arrow"], edgeSymbolSize: 9,
@@ -70,7 +70,7 @@
     const first = t.runs.reduce((m, r) => Math.min(m, r[3]), t.end);
     const from = Math.max(t.start, Math.min(first, t.end - 600e3) - 30e3);
     const chart = echarts.init(el);
-    chart.setOption({
+    chart.setOption({animation: false,
       tooltip: {formatter: (p) => `${jobs[p.data.job]} #${p.data.number} ${p.data.status}`},
       grid: {left: 220, right: 20, top: 20, bottom: 70},
       xAxis: {type: "time", min: t.start, max: t.end},
