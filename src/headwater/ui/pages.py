@@ -15,7 +15,6 @@ nothing, and the buttons say so.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -36,10 +35,10 @@ from headwater.api.auth import SESSION_TTL, Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.responses import ApiError
 from headwater.api.routes.jobs import TriggerJobsRequest, trigger_many
+from headwater.api.routes.logs import follow
 from headwater.core.access import Action, allows
 from headwater.core.policy import is_served
 from headwater.core.states import TERMINAL, RunStatus
-from headwater.store import notify
 from headwater.workspace import triggers
 
 COOKIE = "headwater_session"
@@ -50,7 +49,6 @@ STATUSES = [s.value for s in RunStatus]
 TRIGGER_KINDS = ["manual", "schedule", "every", "once", "job.success", "job.fail", "tag",
                  "webhook", "http", "deployment", "pipeline_name"]  # fmt: skip
 MAX_LOG_LINES_SHOWN = 20_000
-KEEP_ALIVE_S = 15.0
 
 
 def _when(value: Any) -> str:
@@ -779,33 +777,14 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     return r
 
 
-async def follow_log(
-    ctx: ApiContext, run_id: str, after: int, request: Request
-) -> AsyncIterator[bytes]:
+def _log_event(line: dict[str, Any]) -> bytes:
+    data = {"line_num": line["line_num"], "content": line["content"], "source": line["source"]}
+    return b"event: log\ndata: " + json.dumps(data).encode() + b"\n\n"
+
+
+def follow_log(ctx: ApiContext, run_id: str, after: int, request: Request) -> AsyncIterator[bytes]:
     """The run's log lines after `after`, then live until the run ends (an `end` event)."""
-    store = ctx.store
-    loop = asyncio.get_running_loop()
-    idle = 0.0
-    while True:
-        seen = store.notifier.version(notify.LOGS)
-        lines = await loop.run_in_executor(None, store.read_logs, run_id, after)
-        for x in lines:
-            after = x["line_num"]
-            data = {"line_num": x["line_num"], "content": x["content"], "source": x["source"]}
-            yield b"event: log\ndata: " + json.dumps(data).encode() + b"\n\n"
-        if lines:
-            continue
-        run = await loop.run_in_executor(None, store.get_run, run_id)
-        if run is None or RunStatus(run["status"]) in TERMINAL:
-            yield b"event: end\ndata: {}\n\n"
-            return
-        if await request.is_disconnected():
-            return
-        await loop.run_in_executor(None, store.notifier.wait, notify.LOGS, seen, 0.5)
-        idle += 0.5
-        if idle >= KEEP_ALIVE_S:
-            idle = 0.0
-            yield b": keep-alive\n\n"
+    return follow(ctx.store, run_id, request, after, _log_event, b"event: end\ndata: {}\n\n")
 
 
 def _human(trigger: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -96,9 +96,16 @@ def _event(line: dict[str, Any]) -> bytes:
     return b"event: log\ndata: " + dumps(ser.log_line(line)) + b"\n\n"
 
 
-async def follow(store: Store, run_id: str, request: Request) -> AsyncIterator[bytes]:
-    """Replay the run's log, then follow it; the stream closes when the run has ended."""
-    after = -1
+async def follow(
+    store: Store,
+    run_id: str,
+    request: Request,
+    after: int = -1,
+    encode: Callable[[dict[str, Any]], bytes] = _event,
+    end: bytes = b"",
+) -> AsyncIterator[bytes]:
+    """Replay the run's log after line `after`, then follow it; the stream closes (after
+    `end`) when the run has ended. `encode` makes a line an event."""
     idle = 0.0
     loop = asyncio.get_running_loop()
     while True:
@@ -106,14 +113,16 @@ async def follow(store: Store, run_id: str, request: Request) -> AsyncIterator[b
         lines = await loop.run_in_executor(None, store.read_logs, run_id, after)
         for line in lines:
             after = line["line_num"]
-            yield _event(line)
+            yield encode(line)
         if lines:
             continue
         run = await loop.run_in_executor(None, store.get_run, run_id)
         if run is None or RunStatus(run["status"]) in TERMINAL:
             # lines written in the moment the run ended
             for line in await loop.run_in_executor(None, store.read_logs, run_id, after):
-                yield _event(line)
+                yield encode(line)
+            if end:
+                yield end
             return
         if await request.is_disconnected():
             return
