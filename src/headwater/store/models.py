@@ -140,6 +140,8 @@ class Run(Base):
         Index("ix_runs_workspace_created", "workspace_id", "created_at"),
         Index("ix_runs_job_interval", "job_id", "interval_start"),
         Index("ix_runs_deadline", "deadline_at"),
+        # a job's runs newest first (its page, `run ls --job`)
+        Index("ix_runs_job_created", "job_id", "created_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
