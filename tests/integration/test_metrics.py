@@ -133,3 +133,35 @@ def test_run_lists_page_by_cursor(srv: Server) -> None:
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor"
     manual = srv.get(f"{srv.w}/job-runs", params={"trigger_kind": "manual", "limit": 1000})
     assert {r["trigger"].split(":")[0] for r in manual["items"]} == {"manual"}
+
+
+def test_interval_and_backfill_routes_check_keys_and_input(srv: Server) -> None:
+    job = srv.job_id("nightly")
+    reader = key_for(srv, "read")
+    trigger = key_for(srv, "trigger")
+    routes = [f"{srv.w}/jobs/{job}/intervals", f"{srv.w}/backfills", f"{srv.w}/backfills/1"]
+    for path in routes:
+        assert httpx.get(srv.url + path, timeout=30).status_code == 401
+    assert httpx.get(srv.url + routes[0], headers=bearer(reader), timeout=30).status_code == 200
+    body = {"start": "2026-11-01", "end": "2026-11-03", "dry_run": True}
+    url = f"{srv.url}{srv.w}/jobs/{job}/-backfill"
+    for k in (None, reader, trigger):
+        headers = bearer(k) if k else {}
+        assert httpx.post(url, json=body, headers=headers, timeout=30).status_code in (401, 403)
+    admin = bearer(srv.key)
+    for odd in ({"start": "x", "end": "y"}, {"start": "2026-11-03", "end": "2026-11-01"},
+                {**body, "extra": 1}, {"start": "9" * 5000, "end": "2026-11-01"}):  # fmt: skip
+        answer = httpx.post(url, json=odd, headers=admin, timeout=30)
+        assert answer.status_code == 400, (odd, answer.text[:200])
+    cancel = httpx.post(f"{srv.url}{srv.w}/backfills/999/-cancel", headers=admin, timeout=30)
+    assert cancel.status_code == 404
+
+
+def key_for(srv: Server, scope: str) -> str:
+    return srv.cli(
+        "key", "create", "--name", f"k-{scope}-{free_port()}", "--scope", scope
+    ).stdout.strip()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -32,7 +32,7 @@ from headwater.workspace.launch import (
     run_request,
     stale_reasons,
 )
-from headwater.workspace.triggers import manual_trigger
+from headwater.workspace.triggers import concurrency_of, manual_trigger
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,6 @@ class IntervalPlanner:
             self.store.finish_backfill(backfill, outcome, reason, now)
             return
         state: core_intervals.IntervalRuns = view["state"]
-        from headwater.workspace.triggers import concurrency_of
-
         todo = core_intervals.backfill_next(
             slots, len(state.active), basis.mode, concurrency_of(job["definition"])
         )

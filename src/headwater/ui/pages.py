@@ -177,8 +177,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             return RedirectResponse(f"/ui/login?next={quote(request.url.path)}", status_code=303)
         if not allows(principal.scope, Action.READ):
             return message("Not allowed", "Pages need a read or admin key.", 403)
-        key = next((k for k in store.list_keys(ctx.ws_id) if k["id"] == principal.key_id), None)
-        return Viewer(principal, session, (key or {}).get("name") or "key")
+        return Viewer(principal, session, principal.name or "key")
 
     def acting(request: Request, csrf: str | None) -> Viewer | Response:
         """The viewer of a state-changing form: from this origin, with the session's token,
