@@ -19,9 +19,10 @@ from headwater.api.app import ApiContext, create_app
 from headwater.automations.delivery import Deliverer
 from headwater.automations.rules import RuleEngine
 from headwater.cli.find import SERVER_FILE, ensure_admin_key
-from headwater.core import beacon
+from headwater.core import beacon, leases
 from headwater.events.debouncer import Debouncer
 from headwater.events.dispatcher import Dispatcher
+from headwater.integrations import celery_app
 from headwater.monitors.dbt_cloud import DbtCloudMonitor
 from headwater.scheduler.intervals import IntervalPlanner
 from headwater.scheduler.scheduler import Scheduler
@@ -31,6 +32,7 @@ from headwater.store.store import Store
 from headwater.store.vault import VariableStore, load_key
 from headwater.topology import WORKER_NICE, Topology
 from headwater.ui import pages
+from headwater.worker.remote_dispatch import RemoteDispatcher
 from headwater.worker.worker import MAX_LOG_BYTES, MAX_LOG_LINES, Worker, recover_lost_runs
 from headwater.workspace.deployments import Deployments, ManifestState
 from headwater.workspace.launch import dlt_profile
@@ -65,8 +67,13 @@ class Runtime:
         api_processes: int = 1,
         max_log_lines: int = MAX_LOG_LINES,
         max_log_bytes: int = MAX_LOG_BYTES,
+        broker: str | None = None,
+        lease_s: float = leases.LEASE_S,
     ) -> None:
         self.workspace = workspace.resolve()
+        self.broker = broker
+        """With a broker URL runs go to remote workers through Celery (`--executor celery`);
+        without, this machine's worker runs them."""
         self.home = self.workspace / HOME_DIR
         self.home.mkdir(exist_ok=True)
         self.host, self.port = host, port
@@ -109,6 +116,14 @@ class Runtime:
             max_log_lines=max_log_lines,
             max_log_bytes=max_log_bytes,
         )
+        self.remote: RemoteDispatcher | None = None
+        if broker is not None:
+            celery = celery_app.make_app(broker)
+            self.remote = RemoteDispatcher(
+                self.store,
+                lambda run_id, attempt, pool: celery_app.send_run(celery, run_id, attempt, pool),
+                lease_s=lease_s,
+            )
         self.topology = Topology(
             engine,
             self.store.notifier,
@@ -217,7 +232,10 @@ class Runtime:
             pass
 
     def _start_engine(self) -> None:
-        self.worker.start()
+        if self.remote is not None:
+            self.remote.start()
+        else:
+            self.worker.start()
         self.dispatcher.start()
         self.debouncer.start()
         self.monitor.start()
@@ -234,7 +252,10 @@ class Runtime:
         self.monitor.stop()
         self.automations.stop()
         self.deliverer.stop()
-        self.worker.stop()
+        if self.remote is not None:
+            self.remote.stop()
+        else:
+            self.worker.stop()
 
     def _share_state(self) -> None:
         """Tell the other API processes what this one learnt of the manifest."""

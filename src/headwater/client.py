@@ -134,6 +134,10 @@ class Client:
     def cancel_backfill(self, ref: str) -> dict[str, Any]:
         return self._call("POST", f"{self.w}/backfills/{ref}/-cancel")
 
+    def workers(self) -> dict[str, Any]:
+        """Remote workers and pools (`--executor celery`)."""
+        return self._call("GET", f"{self.w}/workers")
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"{self.w}/job-runs/{run_id}/-cancel")
 

@@ -56,6 +56,22 @@ class TopicWake:
         self.notifier.notify(self.topic)
 
 
+class TimerWake:
+    """No wake-ups but a poke: a loop that only keeps time (a heartbeat)."""
+
+    def __init__(self) -> None:
+        self._poked = threading.Event()
+
+    def mark(self) -> None:
+        self._poked.clear()
+
+    def wait(self, mark: object, timeout: float) -> None:
+        self._poked.wait(timeout)
+
+    def poke(self) -> None:
+        self._poked.set()
+
+
 class SupervisedLoop(Generic[T]):
     """A thread that calls `step(clock())` until stopped.
 

@@ -27,8 +27,36 @@ def up(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8765,
     db_url: Annotated[
-        str | None, typer.Option(help="Database URL (default: SQLite under WORKSPACE/.headwater).")
+        str | None,
+        typer.Option(
+            "--db-url",
+            "--db",
+            envvar="HEADWATER_DB_URL",
+            help="Database URL (default: SQLite under WORKSPACE/.headwater).",
+        ),
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local: this machine runs the runs. celery: `headwater worker`s on any host"
+            " run them, dispatched through --broker (needs a PostgreSQL --db).",
+        ),
+    ] = "local",
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HEADWATER_BROKER", help="With --executor celery: amqp://… or redis://…"
+        ),
+    ] = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            envvar="HEADWATER_LEASE_SECONDS",
+            help="With --executor celery: a dispatched run no worker took is sent again"
+            " after twice this.",
+        ),
+    ] = 15.0,
     warm: Annotated[bool, typer.Option(help="Fork runs from a pre-loaded launcher.")] = True,
     max_parallel: Annotated[int, typer.Option(help="Most runs this worker runs at once.")] = 16,
     max_starting: Annotated[
@@ -100,6 +128,18 @@ def up(
     if not workspace.is_dir():
         fail(f"{workspace} is not a folder")
     metrics_at = _address(metrics_address) if metrics_address else None
+    if executor not in ("local", "celery"):
+        fail(f"--executor {executor}: local or celery")
+    if executor == "celery":
+        if not broker:
+            fail("--executor celery needs --broker (amqp://guest@host// or redis://host)")
+        if not (db_url or "").startswith("postgresql"):
+            fail(
+                "--executor celery needs --db postgresql://…: workers on other hosts"
+                " share the server's database"
+            )
+    elif broker:
+        fail("--broker is for --executor celery")
     if separate_worker or api_processes > 1:
         # several processes count API latency and rejections: prometheus-client keeps each
         # one's values in this folder and a scrape sums them (set before it is imported)
@@ -139,6 +179,8 @@ def up(
         api_processes=api_processes,
         max_log_lines=max_log_lines,
         max_log_bytes=max_log_mb * 2**20,
+        broker=broker if executor == "celery" else None,
+        lease_s=lease_seconds,
     )
     if runtime.start():
         # a forked API process: no banner, and a socket of its own on the same port, so the
@@ -151,6 +193,8 @@ def up(
     out.print(f"[bold]Headwater[/bold] serving workspace [cyan]{workspace}[/cyan]")
     out.print(f"  workspace id  {runtime.ws_id}")
     out.print(f"  API           {runtime.url}")
+    if executor == "celery":
+        out.print(f"  runs          on `headwater worker`s, through {escape(_no_password(broker))}")
     if runtime.manifest.error:
         out.print(f"  [red]manifest error[/red]  {escape(runtime.manifest.error)}")
     jobs, _ = runtime.store.list_jobs(runtime.ws_id, is_archived=False, limit=1000)
@@ -176,6 +220,15 @@ def up(
         err.print(f"[yellow]could not note this server for the CLI[/yellow]: {escape(str(ex))}")
     sys.stdout.flush()
     _serve(runtime, listener)
+
+
+def _no_password(url: str | None) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url or "").render_as_string(hide_password=True)
+    except Exception:
+        return "the broker"
 
 
 def _address(value: str) -> tuple[str, int]:

@@ -67,6 +67,8 @@ class RunRequest:
     """The backfill the run belongs to."""
     deadline_at: datetime | None = None
     """When the run must have completed (`deliver.deadline`)."""
+    pool: str | None = None
+    """The worker pool that runs it (remote workers; `core/leases.pool_of`)."""
 
 
 @dataclass(frozen=True)

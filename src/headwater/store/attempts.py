@@ -13,7 +13,7 @@ from headwater.store import notify
 from headwater.store.base import StoreBase
 from headwater.store.db import write
 from headwater.store.models import RunAttempt
-from headwater.store.sql import MOVE_RUN, utcnow
+from headwater.store.sql import MOVE_RUN, MOVE_RUN_FENCED, utcnow
 
 A = RunAttempt.__table__
 INSERT_ATTEMPT = insert(A)
@@ -29,16 +29,22 @@ class Attempts(StoreBase):
         reason: str | None,
         retry_at: datetime,
         now: datetime | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> dict[str, Any] | None:
         """End the run's current attempt and queue the next: the run goes back to `pending`
         (from starting or running), not claimable before `retry_at`; event `run.retrying`.
-        Answers the run, or None when it was no longer where it was (cancelled meanwhile)."""
+        Answers the run, or None when it was no longer where it was (cancelled meanwhile,
+        or, with a `fence` (worker, attempt), no longer that worker's attempt)."""
         now = now or utcnow()
         attempt = int(run.get("attempt") or 1)
         with write(self.engine) as conn:
+            fenced = (
+                {} if fence is None else {"b_fence_worker": fence[0], "b_fence_attempt": fence[1]}
+            )
             moved = conn.execute(
-                MOVE_RUN,
+                MOVE_RUN if fence is None else MOVE_RUN_FENCED,
                 {
+                    **fenced,
                     "b_id": run["id"],
                     "b_sources": [s.value for s in sources_of(RunStatus.PENDING)],
                     "status": RunStatus.PENDING.value,
@@ -49,6 +55,7 @@ class Attempts(StoreBase):
                     "worker_id": None,
                     "pid": None,
                     "pid_started": None,
+                    "lease_expires_at": None,
                     "updated_at": now,
                 },
             ).first()

@@ -140,6 +140,7 @@ class Run(Base):
         Index("ix_runs_workspace_created", "workspace_id", "created_at"),
         Index("ix_runs_job_interval", "job_id", "interval_start"),
         Index("ix_runs_deadline", "deadline_at"),
+        Index("ix_runs_lease", "lease_expires_at"),
         # a job's runs newest first (its page, `run ls --job`)
         Index("ix_runs_job_created", "job_id", "created_at"),
     )
@@ -190,6 +191,11 @@ class Run(Base):
     """When the run must have completed (`deliver.deadline`); None: no deadline."""
     deadline_missed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     """When its deadline passed without it completed (`deadline.missed` was raised)."""
+    pool: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The worker pool (Celery queue) that runs it; None: the default pool."""
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """With remote workers: when the attempt is lost unless its worker renews the lease
+    (or, not yet taken by a worker, when its dispatch is sent again)."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -483,6 +489,21 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime]
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class WorkerRow(Base):
+    """A remote worker (`headwater worker`): its pools, slots and last heartbeat."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    pools: Mapped[list[Any]] = mapped_column(JSON)
+    slots: Mapped[int] = mapped_column(Integer)
+    in_use: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class RunAttempt(Base):

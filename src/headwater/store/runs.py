@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from headwater.core import policy
+from headwater.core import leases, policy
 from headwater.core.specs import RunRequest, TriggerResult
 from headwater.core.states import TERMINAL, RunStatus, sources_of
 from headwater.store import notify
@@ -31,6 +31,7 @@ from headwater.store.sql import (
     LOCK_HOLDERS,
     LOCK_JOB,
     MOVE_RUN,
+    MOVE_RUN_FENCED,
     PENDING_RUNS,
     PRIOR_RUN,
     SET_RUN_COUNTER,
@@ -297,9 +298,11 @@ class Runs(StoreBase):
         moves: Sequence[tuple[str, RunStatus, dict[str, Any]]],
         *,
         now: datetime | None = None,
+        fences: dict[str, tuple[str, int]] | None = None,
     ) -> list[dict[str, Any] | None]:
         """`transition` for several runs (id, target, fields) in one transaction: a worker
-        ends or starts the runs of one turn together."""
+        ends or starts the runs of one turn together. A run in `fences` (run id ->
+        worker, attempt) moves only while that worker still holds that attempt."""
         if not moves:
             return []
         now = now or utcnow()
@@ -311,9 +314,16 @@ class Runs(StoreBase):
                     values.setdefault("finished_at", now)
                 if target is RunStatus.STARTING:
                     values.setdefault("started_at", now)
+                params = {
+                    "b_id": run_id,
+                    "b_sources": [s.value for s in sources_of(target)],
+                    **values,
+                }
+                fence = fences.get(run_id) if fences else None
+                if fence is not None:
+                    params["b_fence_worker"], params["b_fence_attempt"] = fence
                 result = conn.execute(
-                    MOVE_RUN,
-                    {"b_id": run_id, "b_sources": [s.value for s in sources_of(target)], **values},
+                    MOVE_RUN if fence is None else MOVE_RUN_FENCED, params
                 ).first()
                 if result is None:
                     moved.append(None)
@@ -366,15 +376,27 @@ class Runs(StoreBase):
         return claimed[0] if claimed else None
 
     def claim_many(
-        self, worker_id: str, limit: int, now: datetime | None = None
+        self,
+        worker_id: str | None,
+        limit: int,
+        now: datetime | None = None,
+        *,
+        pools: dict[str, int] | None = None,
+        lease_until: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """Take up to `limit` of the oldest pending runs that may start now, in one
         transaction, and mark them `starting`.
 
         A run waits while another live run (or one claimed here) loads the same dlt
         pipeline; its `reason` says so.
+
+        For remote workers (`pools`: free slots per pool a live worker serves) runs are
+        claimed for dispatch: no worker yet (`worker_id` None), a lease until
+        `lease_until`, at most each pool's free slots; a run whose pool has none waits,
+        saying why (`core/leases.pool_wait_reason`).
         """
         now = now or utcnow()
+        free = dict(pools) if pools is not None else None
         claims: list[dict[str, Any]] = []
         with write(self.engine) as conn:
             if conn.dialect.name == "postgresql":
@@ -387,9 +409,12 @@ class Runs(StoreBase):
             busy = {r.pipeline_name for r in conn.execute(BUSY_PIPELINES)}
             holders: dict[str, list[str]] | None = None
             for cand in candidates:
-                if len(claims) >= limit:
-                    break
-                wait_reason = policy.pipeline_conflict(cand.pipeline_name, busy)
+                if free is None and len(claims) >= limit:
+                    break  # (for pools, each pool's free slots bound it, and waits say why)
+                pool = cand.pool or leases.DEFAULT_POOL
+                wait_reason = None if free is None else leases.pool_wait_reason(pool, free)
+                if wait_reason is None:
+                    wait_reason = policy.pipeline_conflict(cand.pipeline_name, busy)
                 if wait_reason is None and cand.locks:
                     if holders is None:
                         holders = _lock_holders(conn.execute(LOCK_HOLDERS).all())
@@ -407,10 +432,13 @@ class Runs(StoreBase):
                         "started_at": now,
                         "updated_at": now,
                         "reason": None,
+                        "lease_expires_at": lease_until,
                     },
                 ).first()
                 if claimed is None:
                     continue
+                if free is not None:
+                    free[pool] -= 1
                 if claimed.pipeline_name is not None:
                     busy.add(claimed.pipeline_name)
                 if claimed.locks:
@@ -471,6 +499,8 @@ def _new_run(
         pid_started=None,
         launch_mode=None,
         locks=dict(req.locks) if req.locks else None,
+        pool=req.pool,
+        lease_expires_at=None,
         attempt=1,
         retry_policy=req.retry_policy,
         not_before=None,

@@ -208,6 +208,11 @@ MOVE_RUN = (
     .returning(*R.c)
 )
 """The one guarded state change: SET from the parameters, only from a source state."""
+MOVE_RUN_FENCED = MOVE_RUN.where(
+    R.c.worker_id == bindparam("b_fence_worker"), R.c.attempt == bindparam("b_fence_attempt")
+)
+"""`MOVE_RUN` by a remote worker: only while the run's attempt is still the worker's own
+(a worker that lost its lease, then came back, changes nothing)."""
 UPDATE_RUN = update(R).where(R.c.id == bindparam("b_id"))
 LATEST_RUNS = select(R).where(
     R.c.job_id.in_(bindparam("b_job_ids", expanding=True)),
@@ -217,7 +222,7 @@ LIVE_RUNS = select(R).where(R.c.status.in_([s.value for s in LIVE]))
 LIVE_RUNS_OF_WORKER = LIVE_RUNS.where(R.c.worker_id == bindparam("b_worker_id"))
 CLAIM_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 PENDING_RUNS = (
-    select(R.c.id, R.c.pipeline_name, R.c.reason, R.c.locks)
+    select(R.c.id, R.c.pipeline_name, R.c.reason, R.c.locks, R.c.pool)
     .join(J, J.c.id == R.c.job_id)
     # dbt Cloud jobs' runs are the monitors', never a worker's; a retry waits its turn
     .where(

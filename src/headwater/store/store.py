@@ -16,6 +16,7 @@ its own module, with its statements named in `sql.py`:
 - `metrics`: what `/metrics` reads at each scrape
 - `views`: what the web pages read that the API does not
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
+- `workers`: remote workers, their heartbeats, and the leases of the runs they hold
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
 forwarding layer on the trigger path (bench/RESULTS.md), and one part calls another's
@@ -42,6 +43,7 @@ from headwater.store.metrics import Metrics
 from headwater.store.outbox import Outbox
 from headwater.store.views import Views
 from headwater.store.watches import Watches
+from headwater.store.workers import Workers
 from headwater.store.workspaces import Workspaces
 
 # re-exported: callers outside the store import these names from here
@@ -72,6 +74,7 @@ class Store(
     Intervals,
     Metrics,
     Views,
+    Workers,
 ):
     """The database as one handle: every part of the store on one engine and notifier."""
 

@@ -52,6 +52,10 @@ class Workspaces(StoreBase):
                 ws = conn.execute(GET_WORKSPACE, {"b_id": ws.id}).first()
         return row_dict(ws)  # type: ignore[return-value]
 
+    def first_workspace(self) -> dict[str, Any] | None:
+        """The store's workspace, if a server made one (a remote worker reads it)."""
+        return self._one(FIRST_WORKSPACE, {})
+
     def get_workspace(self, ws_id: str) -> dict[str, Any] | None:
         return self._one(GET_WORKSPACE, {"b_id": ws_id})
 

@@ -16,6 +16,7 @@ import selectors
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,11 @@ class Supervisor:
         self.launchers = launchers
         self.logs = logs
         self.worker_id = worker_id
+        self.fenced = False
+        """A remote worker's: every state it writes is fenced by (worker, attempt), so a
+        worker that lost a run's lease changes nothing of it."""
+        self.on_ended: Callable[[str], None] = lambda run_id: None
+        """Called with a run's id once it is no longer supervised (ended or abandoned)."""
         self.log_give_up_s = LOG_GIVE_UP_S
         self._cgroups_base = cgroups_base
         self._lock = threading.Lock()
@@ -198,7 +204,7 @@ class Supervisor:
         try:
             # the runs are `running` before the supervisor may see their exit, so ending them
             # is legal
-            self.store.transition_many(
+            self._transition(
                 [
                     (
                         h.run["id"],
@@ -211,7 +217,8 @@ class Supervisor:
                     )
                     for h, mode in started
                 ]
-                + failed
+                + failed,
+                runs,
             )
         finally:
             # their processes exist whatever the store said: supervise them
@@ -441,7 +448,7 @@ class Supervisor:
             return
         moves = [self._with_losses(h, rl) for h, rl in ready]
         moves = self._retried(moves, {h.run["id"]: h.run for h, _rl in ready})
-        ended = self.store.transition_many(moves)
+        ended = self._transition(moves, [h.run for h, _rl in ready])
         for run in ended or []:
             if run is not None and run.get("retry_policy"):
                 self.store.record_last_attempt(run)
@@ -451,6 +458,7 @@ class Supervisor:
                 self._by_pid.pop(h.pid, None)
         for h, _rl in ready:
             self.logs.forget(h.run["id"])
+            self.on_ended(h.run["id"])
         # slots are free now (the store's wake-up came before they were)
         self.store.notifier.notify_local(notify.RUNS)
 
@@ -475,7 +483,11 @@ class Supervisor:
             at = datetime.now(UTC) + timedelta(seconds=delay)
             assert policy is not None
             moved = self.store.retry_run(
-                run, exit_code=fields.get("exit_code"), reason=fields.get("reason"), retry_at=at
+                run,
+                exit_code=fields.get("exit_code"),
+                reason=fields.get("reason"),
+                retry_at=at,
+                fence=(self.worker_id, attempt) if self.fenced else None,
             )
             if moved is None:  # cancelled meanwhile: it ends as it would have
                 final.append((run_id, status, fields))
@@ -486,6 +498,33 @@ class Supervisor:
                 f" attempt {attempt + 1} in {delay:.0f}s",
             )
         return final
+
+    def _transition(
+        self, moves: list[tuple[str, RunStatus, dict[str, Any]]], runs: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | None]:
+        """Make the moves; a remote worker's fenced by its attempts of `runs`."""
+        if not self.fenced:
+            return self.store.transition_many(moves)
+        fences = {r["id"]: (self.worker_id, int(r.get("attempt") or 1)) for r in runs}
+        return self.store.transition_many(moves, fences=fences)
+
+    def abandon(self, run_id: str, why: str) -> None:
+        """Stop supervising a run that is no longer this worker's (its lease ran out and
+        the server ended or retried it): kill all it runs and write nothing of it."""
+        with self._lock:
+            h = self._handles.pop(run_id, None)
+            if h is not None:
+                self._by_pid.pop(h.pid, None)
+        if h is None:
+            return
+        log.warning("run %s: %s; killing its processes", run_id, why)
+        self._kill(h)
+        for fd in list(h.streams):
+            self.close_stream(fd, h)
+        if h.cgroup is not None and self._cgroups is not None:
+            self._cgroups.kill(h.cgroup)
+        self.logs.forget(run_id)
+        self.on_ended(run_id)
 
     def _note(self, run_id: str, text: str) -> None:
         """A runner line for a run whose log was closed (between its attempts)."""

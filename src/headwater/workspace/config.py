@@ -167,6 +167,9 @@ class JobSettings(Section):
     locks: list[str] | None = None
     """Named locks a run must hold while it runs: runs sharing a lock never exceed its
     capacity (`[locks]`, default 1) and wait `pending`, naming the holder."""
+    pool: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] | None = None
+    """With remote workers (`--executor celery`): the pool (Celery queue) whose workers
+    run the job (default: dlt's `require.instance`, else `default`)."""
     triggers: list[str] | None = None
     """`job.success:<ref>` / `job.fail:<ref>` chains added to the job's own triggers: dlt's
     manifest cannot name a job only this file declares (it refuses unknown refs), so a

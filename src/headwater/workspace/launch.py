@@ -23,6 +23,7 @@ from dlt._workspace.deployment.typing import TInstallSpec
 from headwater.core import debounce, policy
 from headwater.core import intervals as core_intervals
 from headwater.core.intervals import Interval
+from headwater.core.leases import pool_of
 from headwater.core.retries import RetryPolicy
 from headwater.core.specs import JobSpec, RunRecorder, RunRequest, TriggerResult
 from headwater.workspace import external, intervals, triggers
@@ -109,6 +110,7 @@ def run_request(
         retry_policy=retry.as_dict() if (retry := RetryPolicy.from_settings(settings)) else None,
         backfill_id=backfill_id,
         deadline_at=_deadline(job_def, end, now),
+        pool=pool_of(settings, job_def),
     )
 
 
