@@ -229,3 +229,98 @@ class Server:
         if check:
             assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         return proc
+
+
+AMQP_URL = os.environ.get("HEADWATER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+class RemoteWorkerProcess:
+    """One `headwater worker` process in a folder of its own (its "host")."""
+
+    def __init__(
+        self, home: Path, srv: Server, database: str, key: str, name: str, *extra: str
+    ) -> None:
+        self.home = home
+        self.srv = srv
+        self.database = database
+        self.key = key
+        self.name = name
+        self.extra = extra
+        self.env: dict[str, str] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = home.parent / f"worker-{name}.log"
+
+    def start(self) -> RemoteWorkerProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+        env.update(self.env)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "headwater.cli.main",
+                    "worker",
+                    "--db",
+                    self.database,
+                    "--broker",
+                    AMQP_URL,
+                    "--server",
+                    self.srv.url,
+                    "--key",
+                    self.key,
+                    "--name",
+                    self.name,
+                    "--home",
+                    str(self.home),
+                    *self.extra,
+                ],
+                cwd=self.home,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        atexit.register(Server._kill_quietly, self.proc)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def require_rabbitmq() -> None:
+    """Skip on a laptop without RabbitMQ; fail in CI, where it must be tested."""
+    import pytest
+    from kombu import Connection
+
+    try:
+        with Connection(AMQP_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as ex:
+        msg = (
+            f"RabbitMQ at {AMQP_URL} is unreachable ({ex}); start it or set HEADWATER_TEST_AMQP_URL"
+        )
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"{msg}. CI is set, so broker tests must not be skipped.", pytrace=False)
+        pytest.skip(msg)
+
+
+def delete_queue(name: str) -> None:
+    from kombu import Connection, Queue
+
+    with Connection(AMQP_URL, connect_timeout=3) as conn:
+        Queue(name, channel=conn.channel()).delete()

@@ -79,8 +79,10 @@ POOL_LOAD = (
     .group_by(R.c.pool)
 )
 """Runs per pool that hold a slot: dispatched (taken or not) and not yet ended."""
-LIVE_RUNS_OF = select(R.c.id, R.c.attempt).where(
-    R.c.status.in_(LIVE_STATES), R.c.worker_id == bindparam("b_worker")
+RUNS_STARTED_BY = select(R).where(
+    R.c.worker_id == bindparam("b_worker"),
+    R.c.pid.is_not(None),
+    or_(R.c.status.in_(LIVE_STATES), R.c.finished_at >= bindparam("b_since")),
 )
 
 
@@ -181,12 +183,10 @@ class Workers(StoreBase):
             ).first()
         return None if row is None else dict(row._mapping)
 
-    def runs_held_by(self, worker: str) -> list[tuple[str, int]]:
-        """Live runs the store says `worker` holds (after a restart under its name)."""
-        with self.engine.connect() as conn:
-            return [
-                (r.id, int(r.attempt)) for r in conn.execute(LIVE_RUNS_OF, {"b_worker": worker})
-            ]
+    def runs_started_by(self, worker: str, since: datetime) -> list[dict[str, Any]]:
+        """Runs `worker` started that are live or ended after `since`: what a worker
+        starting again under its name may have left running."""
+        return self._all(RUNS_STARTED_BY, {"b_worker": worker, "b_since": since})
 
     # -- the server's side -----------------------------------------------------------------
 

@@ -18,20 +18,26 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from headwater.core import leases
-from headwater.core.states import RunStatus
+from headwater.core.states import LIVE, RunStatus
 from headwater.loops import SupervisedLoop, TimerWake
 from headwater.store import notify
 from headwater.store.store import LogLine, Store
 from headwater.worker.launchers import LauncherPool
 from headwater.worker.logpump import LogPump
+from headwater.worker.processes import is_same_process
+from headwater.worker.recovery import end_lost_run
+from headwater.worker.strays import kill_tree
 from headwater.worker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+LIVE_STATES = {s.value for s in LIVE}
+WARM_WAIT_S = 30.0
+"""How long a run waits for the warm launcher of its code before it starts cold."""
 
 CodeFolder = Callable[[dict[str, Any]], Path]
 """The folder a run starts in (its code package, fetched and unpacked)."""
@@ -92,6 +98,8 @@ class RemoteWorker:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._end_leftovers()
+        self._warm_newest()
         self.store.register_worker(
             self.name,
             host=socket.gethostname(),
@@ -109,6 +117,35 @@ class RemoteWorker:
         self.launchers.retire_all()
         self.supervisor.close()
         self.store.worker_stopped(self.name)
+
+    def _warm_newest(self) -> None:
+        """Warm a launcher of the newest deployed code now, before a burst brings runs:
+        runs of cold code start in new interpreters, seconds of CPU each."""
+        newest = self.store.latest_manifest(self.launchers.ws_id) or {}
+        try:
+            self._code_dir = self.code_folder(
+                {
+                    "id": "warm",
+                    "code_package_id": newest.get("code_package_id"),
+                    "config_package_id": newest.get("config_package_id"),
+                }
+            )
+        except Exception as ex:
+            log.warning("could not get the newest code to warm up: %s", ex)
+            return
+        self.launchers.refresh(keep_previous=False)
+
+    def _end_leftovers(self) -> None:
+        """Started again under its name (the host came back): kill the processes the
+        previous incarnation left running, and end as lost the runs it still held."""
+        since = datetime.now(UTC) - timedelta(days=1)
+        for run in self.store.runs_started_by(self.name, since):
+            if is_same_process(run.get("pid"), run.get("pid_started")):
+                log.warning("run %s: killing what this worker's last start left", run["id"])
+                kill_tree(run["pid"])
+            if run["status"] in LIVE_STATES:
+                why = f"{leases.WORKER_LOST}: worker {self.name} restarted while the run was active"
+                end_lost_run(self.store, run, why, fenced=True)
 
     # -- one run, in a Celery thread -----------------------------------------------------
 
@@ -131,6 +168,9 @@ class RemoteWorker:
                 if folder != self._code_dir:
                     self._code_dir = folder
                     self.launchers.refresh(keep_previous=False)
+                # a launcher warming up is ready in a few seconds; a new interpreter per
+                # run would take as long each, and a burst of them would take every core
+                self.launchers.wait_warm(WARM_WAIT_S)
                 self.supervisor.start_runs([run])
             if not done.is_set() and run_id not in self.supervisor.handles():
                 return "failed"  # it could not start: the supervisor ended it

@@ -1,0 +1,256 @@
+"""Many hosts: `headwater up --executor celery` on PostgreSQL and RabbitMQ, and
+`headwater worker`s as separate processes, each in a folder of its own (no shared files
+but the markers the test counts)."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.integration.harness import (
+    AMQP_URL,
+    HERE,
+    TERMINAL,
+    RemoteWorkerProcess,
+    Server,
+    copy_workspace,
+    delete_queue,
+    require_rabbitmq,
+)
+from tests.store.conftest import PG_URL, _admin_dsn, require_postgres
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+LEASE_S = 3
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    require_postgres()
+    name = f"hw_fleet_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Fleet:
+    def __init__(self, tmp: Path, database: str, toml: str = "") -> None:
+        require_rabbitmq()
+        self.tmp = tmp
+        self.database = database
+        self.pool = f"fleet_{uuid.uuid4().hex[:8]}"  # a queue of this test's own
+        self.markers = tmp / "markers"
+        self.markers.mkdir()
+        ws = copy_workspace(HERE / "fleet_workspace", tmp / "server")
+        (ws / "headwater.toml").write_text(f'[jobs."*"]\npool = "{self.pool}"\n{toml}')
+        self.srv = Server(
+            ws,
+            "--db",
+            database,
+            "--executor",
+            "celery",
+            "--broker",
+            AMQP_URL,
+            "--lease-seconds",
+            str(LEASE_S),
+        )
+        self.workers: list[RemoteWorkerProcess] = []
+
+    def start(self, n: int, slots: int = 4) -> Fleet:
+        self.srv.start(wait_warm=False)
+        for i in range(n):
+            self.add_worker(f"w{i}", slots)
+        self.wait_live(n)
+        return self
+
+    def add_worker(self, name: str, slots: int = 4) -> RemoteWorkerProcess:
+        w = RemoteWorkerProcess(
+            self.tmp / name,
+            self.srv,
+            self.database,
+            self.srv.key,
+            name,
+            "--pool",
+            self.pool,
+            "--slots",
+            str(slots),
+            "--lease-seconds",
+            str(LEASE_S),
+        )
+        w.env = {"FLEET_MARKERS": str(self.markers), "FLEET_WORKER": name}
+        self.workers.append(w.start())
+        return w
+
+    def workers_view(self) -> dict[str, Any]:
+        return dict(self.srv.get(f"{self.srv.w}/workers"))
+
+    def wait_live(self, n: int) -> None:
+        self.srv.wait_for(
+            lambda: sum(w["live"] for w in self.workers_view()["items"]) >= n,
+            60,
+            f"{n} live workers\n" + "\n".join(w.log()[-2000:] for w in self.workers),
+        )
+
+    def trigger(self, n: int, seconds: float) -> list[str]:
+        """`n` runs of `marked`, triggered from 8 threads at once (a burst)."""
+        job_id = self.srv.job_id("marked")
+        body = {"job_ids": [job_id], "parameters": {"seconds": str(seconds)}}
+
+        def one(_: int) -> str:
+            answer = self.srv.post(f"{self.srv.w}/jobs/-trigger", json=body)
+            return str(answer["succeeded"][0]["job_run"]["id"])
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(one, range(n)))
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.srv.stop()
+        delete_queue(self.pool)
+
+
+def db_rows(database: str, sql: str) -> list[tuple[Any, ...]]:
+    dsn = make_url(database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+
+
+def test_a_run_goes_to_a_worker_and_back_with_its_log(tmp_path: Path, database: str) -> None:
+    fleet = Fleet(tmp_path, database).start(1)
+    try:
+        run_id = fleet.trigger(1, 0.1)[0]
+        run = fleet.srv.wait_run(run_id, 60)
+        assert run["status"] == "completed", fleet.workers[0].log()[-3000:]
+        assert "marked started on w0" in fleet.srv.user_output(run_id)
+        assert (fleet.markers / f"{run_id}.done").read_text().startswith("w0 ")
+        view = fleet.workers_view()
+        assert [w["name"] for w in view["items"]] == ["w0"]
+        assert view["pools"][0]["pool"] == fleet.pool
+        listed = fleet.srv.cli("worker", "ls").stdout
+        assert "w0" in listed and fleet.pool in listed
+    finally:
+        fleet.stop()
+
+
+def test_runs_wait_for_a_worker_of_their_pool_and_say_so(tmp_path: Path, database: str) -> None:
+    fleet = Fleet(tmp_path, database)
+    fleet.srv.start(wait_warm=False)
+    try:
+        run_id = fleet.trigger(1, 0.1)[0]
+        waiting = fleet.srv.wait_for(
+            lambda: (
+                (r := fleet.srv.run(run_id)) and "no live worker" in (r.get("reason") or "") and r
+            ),
+            20,
+            "the run's reason",
+        )
+        assert waiting["status"] == "pending"
+        assert fleet.pool in waiting["reason"]
+        fleet.add_worker("late")
+        assert fleet.srv.wait_run(run_id, 60)["status"] == "completed"
+    finally:
+        fleet.stop()
+
+
+def test_a_burst_ends_exactly_once_through_a_killed_and_a_frozen_worker(
+    tmp_path: Path, database: str
+) -> None:
+    fleet = Fleet(tmp_path, database).start(3, slots=4)
+    try:
+        started = time.monotonic()
+        ids = fleet.trigger(300, 1.0)
+        # mid-burst: one worker dies, one is frozen for longer than two leases
+        fleet.srv.wait_for(
+            lambda: len(list(fleet.markers.glob("*.done"))) >= 60, 120, "60 runs done"
+        )
+        killed, frozen = fleet.workers[0], fleet.workers[1]
+        killed.signal(signal.SIGKILL)
+        frozen.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        done_at_kill = len(list(fleet.markers.glob("*.done")))
+        fleet.srv.wait_for(
+            lambda: any("worker lost" in (r.get("reason") or "") for r in fleet.srv.runs("marked")),
+            4 * LEASE_S,
+            "runs of the lost workers ended as lost",
+        )
+        lost_after = time.monotonic() - frozen_at
+        # throughput recovers on the worker left
+        fleet.srv.wait_for(
+            lambda: len(list(fleet.markers.glob("*.done"))) >= done_at_kill + 40,
+            120,
+            "the burst going on without them",
+        )
+        frozen.signal(signal.SIGCONT)
+
+        def all_ended() -> list[dict[str, Any]] | None:
+            runs = fleet.srv.runs("marked")
+            return runs if all(r["status"] in TERMINAL for r in runs) else None
+
+        runs = fleet.srv.wait_for(all_ended, 240, "every run of the burst ended")
+        elapsed = time.monotonic() - started
+        assert {r["id"] for r in runs} == set(ids)
+        by_status: dict[str, list[dict[str, Any]]] = {}
+        for r in runs:
+            by_status.setdefault(r["status"], []).append(r)
+        lost = by_status.get("failed", [])
+        assert all(r["reason"].startswith("worker lost") for r in lost), lost[:3]
+        assert 0 < len(lost) <= 8  # at most the two lost workers' slots
+        assert len(by_status["completed"]) == 300 - len(lost)
+        # each run ended once: one terminal event per run
+        twice = db_rows(
+            database,
+            "SELECT run_id FROM events WHERE kind IN"
+            " ('run.completed', 'run.failed', 'run.cancelled')"
+            " GROUP BY run_id HAVING count(*) > 1",
+        )
+        assert twice == []
+        # and none ran twice at once, nor more than once
+        assert list(fleet.markers.glob("*.double")) == []
+        for r in by_status["completed"]:
+            lines = (fleet.markers / f"{r['id']}.done").read_text().splitlines()
+            assert len(lines) == 1, (r["id"], lines)
+        for r in lost:
+            done = fleet.markers / f"{r['id']}.done"
+            assert not done.exists() or len(done.read_text().splitlines()) == 1
+        print(
+            f"300 runs on 3 workers, 2 lost mid-burst: {elapsed:.1f}s; lost seen {lost_after:.1f}s"
+        )
+        assert lost_after <= 4 * LEASE_S
+    finally:
+        fleet.stop()
+
+
+def test_a_worker_back_under_its_name_kills_what_it_left(tmp_path: Path, database: str) -> None:
+    fleet = Fleet(tmp_path, database).start(1)
+    try:
+        run_id = fleet.trigger(1, 120)[0]
+        fleet.srv.wait_run(run_id, 60, {"running"})
+        fleet.srv.wait_for(
+            lambda: "marked started" in " ".join(fleet.srv.user_output(run_id)), 30, "started"
+        )
+        pid = fleet.srv.run(run_id)
+        row = db_rows(database, f"SELECT pid FROM runs WHERE id = '{run_id}'")[0]
+        left = psutil.Process(int(row[0]))
+        w = fleet.workers[0]
+        w.signal(signal.SIGKILL)
+        w.proc.wait()  # type: ignore[union-attr]
+        assert left.is_running()  # the run's process outlived its worker
+        ended = fleet.srv.wait_run(run_id, 4 * LEASE_S)
+        assert ended["status"] == "failed" and ended["reason"].startswith("worker lost"), pid
+        w.start()
+        left.wait(30)  # killed by the worker's new start
+        fleet.wait_live(1)
+    finally:
+        fleet.stop()
