@@ -25,7 +25,7 @@ from headwater.events.dispatcher import Dispatcher
 from headwater.monitors.dbt_cloud import DbtCloudMonitor
 from headwater.scheduler.intervals import IntervalPlanner
 from headwater.scheduler.scheduler import Scheduler
-from headwater.store.db import make_engine, sqlite_url, upgrade
+from headwater.store.db import check_schema, make_engine, sqlite_url
 from headwater.store.packages import PackageStore
 from headwater.store.store import Store
 from headwater.store.vault import VariableStore, load_key
@@ -65,13 +65,16 @@ class Runtime:
         api_processes: int = 1,
         max_log_lines: int = MAX_LOG_LINES,
         max_log_bytes: int = MAX_LOG_BYTES,
+        upgrade_schema: bool = True,
     ) -> None:
+        """Raises `SchemaError` (store.db) when the database's schema is one this code does
+        not know, or an older one and `upgrade_schema` is false."""
         self.workspace = workspace.resolve()
         self.home = self.workspace / HOME_DIR
         self.home.mkdir(exist_ok=True)
         self.host, self.port = host, port
         engine = make_engine(db_url or sqlite_url(self.home / "headwater.db"))
-        upgrade(engine, isolated=True)
+        check_schema(engine, upgrade=upgrade_schema, isolated=True)
         self.store = Store(engine)
         self.packages = PackageStore(engine)
         secret_key = load_key(self.home)
