@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from headwater.cli import automations, backfills, deploy, jobs, keys, runs, server, snowflake
+from headwater.cli import automations, backfills, db, deploy, jobs, keys, runs, server, snowflake
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 # in the order `headwater --help` lists them
@@ -14,6 +14,7 @@ app.add_typer(keys.app, name="key")
 app.add_typer(backfills.app, name="backfill")
 app.add_typer(automations.automation_app, name="automation")
 app.add_typer(automations.delivery_app, name="delivery")
+app.add_typer(db.app, name="db")
 app.command()(server.up)
 app.command()(deploy.deploy)
 app.command()(deploy.connect)
