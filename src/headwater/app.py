@@ -26,7 +26,7 @@ from headwater.integrations import celery_app
 from headwater.monitors.dbt_cloud import DbtCloudMonitor
 from headwater.scheduler.intervals import IntervalPlanner
 from headwater.scheduler.scheduler import Scheduler
-from headwater.store.db import make_engine, sqlite_url, upgrade
+from headwater.store.db import check_schema, make_engine, sqlite_url
 from headwater.store.packages import PackageStore
 from headwater.store.store import Store
 from headwater.store.vault import VariableStore, load_key
@@ -69,7 +69,10 @@ class Runtime:
         max_log_bytes: int = MAX_LOG_BYTES,
         broker: str | None = None,
         lease_s: float = leases.LEASE_S,
+        upgrade_schema: bool = True,
     ) -> None:
+        """Raises `SchemaError` (store.db) when the database's schema is one this code does
+        not know, or an older one and `upgrade_schema` is false."""
         self.workspace = workspace.resolve()
         self.broker = broker
         """With a broker URL runs go to remote workers through Celery (`--executor celery`);
@@ -78,7 +81,7 @@ class Runtime:
         self.home.mkdir(exist_ok=True)
         self.host, self.port = host, port
         engine = make_engine(db_url or sqlite_url(self.home / "headwater.db"))
-        upgrade(engine, isolated=True)
+        check_schema(engine, upgrade=upgrade_schema, isolated=True)
         self.store = Store(engine)
         self.packages = PackageStore(engine)
         secret_key = load_key(self.home)

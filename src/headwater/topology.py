@@ -5,7 +5,8 @@ process that serves the API or, with `separate_worker`, in a worker process fork
 start, so the API and the runs' supervision each have a core (and an interpreter lock)
 of their own. With `api_processes` > 1 (which implies `separate_worker`) that many
 processes answer the API on one listening socket. The processes tell each other what
-changed over a `WakeBridge` (named commands, handled where they are registered).
+changed over a `WakeBridge` (named commands, handled where they are registered). On
+PostgreSQL each process also listens for wake-ups from other hosts (`PgWakeBridge`).
 
 This is wiring, not a component: `app.py` decides what runs; this module decides where,
 forks, and stops what it forked. No component imports it.
@@ -27,7 +28,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from headwater.store.notify import Notifier, WakeBridge
+from headwater.store.notify import Notifier, PgWakeBridge, WakeBridge
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Topology:
         self.is_api_copy = False
         """True in an API process forked by `start` (not the one that started the server)."""
         self.bridge: WakeBridge | None = None
+        self.pg_bridge: PgWakeBridge | None = None
+        """This process's wake-ups to and from other hosts, on PostgreSQL (after `start`)."""
         self._api_pids: list[int] = []
         self._worker_pid: int | None = None
         self._worker_watch: threading.Thread | None = None
@@ -80,6 +83,7 @@ class Topology:
         process. Called before this process starts any thread: a thread's lock would stay
         held in a forked child."""
         if not self.separate_worker:
+            self.pg_bridge = PgWakeBridge.for_engine(self.notifier, self.engine)
             self.start_engine()
             return False
         for _ in range(self.api_processes - 1):
@@ -87,6 +91,7 @@ class Topology:
                 return True
         self._fork_worker_process(worker_commands)
         self.bridge = self._bridge(api_commands)
+        self.pg_bridge = PgWakeBridge.for_engine(self.notifier, self.engine)
         return False
 
     def command(self, name: str, **args: Any) -> bool:
@@ -114,6 +119,9 @@ class Topology:
         self.engine.dispose(close=False)  # the parent's connections stay the parent's
         # it follows what another API process learns (a remote deploy or a reload answered there)
         self.bridge = self._bridge(commands)
+        # each process listens itself: a wake-up from another host reaches this one at once,
+        # not relayed by a sibling that may be busy
+        self.pg_bridge = PgWakeBridge.for_engine(self.notifier, self.engine)
         return True
 
     def _fork_worker_process(self, commands: dict[str, Handler]) -> None:
@@ -147,6 +155,7 @@ class Topology:
         # connections are the parent's: this process opens its own
         self.engine.dispose(close=False)
         bridge = self._bridge(commands)
+        pg_bridge = PgWakeBridge.for_engine(self.notifier, self.engine)
         self.start_engine()
         # as the API process does (cli `_serve`): full collections stay short, so this
         # process never holds the write lock through a long pause. Done here, not before the
@@ -158,6 +167,8 @@ class Topology:
                 break
         self.stop_engine()
         bridge.close()
+        if pg_bridge is not None:
+            pg_bridge.close()
 
     def _watch_worker_process(self) -> None:
         assert self._worker_pid is not None
@@ -172,11 +183,10 @@ class Topology:
 
     def stop(self) -> None:
         """Stop the engine and the processes this one forked (in a forked API process: its
-        bridge only)."""
+        bridges only)."""
         self._stopping.set()
         if self.is_api_copy:
-            if self.bridge is not None:
-                self.bridge.close()
+            self._close_bridges()
             return
         stop_children(self._api_pids, WORKER_STOP_S)
         if self._worker_pid is not None and self._worker_watch is not None:
@@ -188,8 +198,12 @@ class Topology:
                     self._worker_watch.join(WORKER_STOP_S)
         elif not self.separate_worker:
             self.stop_engine()
-        if self.bridge is not None:
-            self.bridge.close()
+        self._close_bridges()
+
+    def _close_bridges(self) -> None:
+        for bridge in (self.bridge, self.pg_bridge):
+            if bridge is not None:
+                bridge.close()
 
 
 def stop_children(pids: list[int], grace_s: float) -> None:

@@ -37,6 +37,8 @@ def test_runs_chains_and_restart_on_postgresql(tmp_path: Path, database: str) ->
         assert srv.wait_run(down[0]["id"])["status"] == "completed"
         assert "ok ran" in srv.user_output(upstream["id"])
         assert not (ws / ".headwater" / "headwater.db").exists()
+        # wake-ups from other hosts: the server listens on the database
+        assert wake_listeners(database) == 1
     finally:
         srv.stop()
     # the same database after a restart: same workspace, history kept
@@ -48,3 +50,15 @@ def test_runs_chains_and_restart_on_postgresql(tmp_path: Path, database: str) ->
         assert srv.run(upstream["id"])["status"] == "completed"
     finally:
         srv.stop()
+
+
+def wake_listeners(database: str) -> int:
+    """Connections of Headwater's `PgWakeBridge` to `database`."""
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = %s AND application_name = 'headwater-wake'",
+            (make_url(database).database,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -64,7 +64,9 @@ def _pg_problem() -> str | None:
     return None
 
 
-def require_postgres() -> None:
+def require_postgres(strict: bool = False) -> None:
+    """Skip the test when PostgreSQL is unreachable; fail it in CI or when `strict`
+    (tests of what only PostgreSQL has, which would otherwise never run)."""
     problem = _pg_problem()
     if problem is None:
         return
@@ -72,6 +74,8 @@ def require_postgres() -> None:
         f"PostgreSQL at {make_url(PG_URL).render_as_string()} is unreachable ({problem});"
         " start it or point HEADWATER_TEST_PG_URL at one"
     )
+    if strict:
+        pytest.fail(msg, pytrace=False)
     if in_ci():
         pytest.fail(f"{msg}. CI is set, so PostgreSQL tests must not be skipped.", pytrace=False)
     pytest.skip(msg)

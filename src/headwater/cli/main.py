@@ -7,6 +7,7 @@ import typer
 from headwater.cli import (
     automations,
     backfills,
+    db,
     deploy,
     jobs,
     keys,
@@ -25,6 +26,7 @@ app.add_typer(backfills.app, name="backfill")
 app.add_typer(workers.app, name="worker")
 app.add_typer(automations.automation_app, name="automation")
 app.add_typer(automations.delivery_app, name="delivery")
+app.add_typer(db.app, name="db")
 app.command()(server.up)
 app.command()(deploy.deploy)
 app.command()(deploy.connect)

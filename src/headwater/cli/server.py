@@ -119,6 +119,14 @@ def up(
             " Prometheus); the API's port always serves it to a read key.",
         ),
     ] = None,
+    upgrade: Annotated[
+        bool,
+        typer.Option(
+            "--upgrade/--no-upgrade",
+            help="Migrate an older database schema at start. With --no-upgrade an older"
+            " schema stops the server instead, for `headwater db upgrade` to migrate.",
+        ),
+    ] = True,
 ) -> None:
     """Run everything on this machine: API, scheduler, event dispatcher and a worker."""
     logging.basicConfig(
@@ -145,6 +153,7 @@ def up(
         # one's values in this folder and a scrape sums them (set before it is imported)
         _multiprocess_metrics(workspace / ".headwater" / "prometheus")
     from headwater.app import Runtime
+    from headwater.store.db import SchemaError
     from headwater.workspace.triggers import humanize
 
     if not (workspace / "__deployment__.py").exists():
@@ -165,23 +174,27 @@ def up(
     # end the first server's active runs as lost) or forks anything
     several = api_processes > 1
     listener = _listen(host, port, several)
-    runtime = Runtime(
-        workspace,
-        db_url=db_url,
-        host=host,
-        port=port,
-        warm=warm,
-        max_parallel=max_parallel,
-        max_starting=max_starting,
-        watch=watch,
-        separate_worker=separate_worker,
-        worker_nice=worker_nice,
-        api_processes=api_processes,
-        max_log_lines=max_log_lines,
-        max_log_bytes=max_log_mb * 2**20,
-        broker=broker if executor == "celery" else None,
-        lease_s=lease_seconds,
-    )
+    try:
+        runtime = Runtime(
+            workspace,
+            db_url=db_url,
+            host=host,
+            port=port,
+            warm=warm,
+            max_parallel=max_parallel,
+            max_starting=max_starting,
+            watch=watch,
+            separate_worker=separate_worker,
+            worker_nice=worker_nice,
+            api_processes=api_processes,
+            max_log_lines=max_log_lines,
+            max_log_bytes=max_log_mb * 2**20,
+            upgrade_schema=upgrade,
+            broker=broker if executor == "celery" else None,
+            lease_s=lease_seconds,
+        )
+    except SchemaError as ex:
+        fail(str(ex))
     if runtime.start():
         # a forked API process: no banner, and a socket of its own on the same port, so the
         # kernel spreads connections evenly (on one shared socket the busiest process takes

@@ -99,7 +99,8 @@ def worker(
     )
     from headwater.core.errors import HeadwaterError
     from headwater.integrations import celery_app
-    from headwater.store.db import make_engine
+    from headwater.store.db import check_schema, make_engine
+    from headwater.store.notify import PgWakeBridge
     from headwater.store.store import Store
     from headwater.worker.remote import RemoteWorker
     from headwater.worker.remote_code import RemoteCode
@@ -108,10 +109,12 @@ def worker(
         fail("--db must be the server's PostgreSQL database: workers on other hosts share it")
     engine = make_engine(db)
     try:
-        check_schema(engine)
+        # a worker never migrates: the server does (`headwater db upgrade`)
+        check_schema(engine, upgrade=False)
         code = RemoteCode(server, key, home / "cache")
+        store = Store(engine)
         remote = RemoteWorker(
-            Store(engine),
+            store,
             home,
             name=name or f"{socket.gethostname()}:{os.getpid()}",
             pools=pool or ["default"],
@@ -125,6 +128,8 @@ def worker(
         fail(str(ex))
     celery = celery_app.make_app(broker)
     celery_app.register_runner(celery, remote.run)
+    # cancels made through the server reach this host at once, over LISTEN/NOTIFY
+    bridge = PgWakeBridge.for_engine(store.notifier, engine)
     remote.start()
     out.print(
         f"[bold]Headwater worker[/bold] {escape(remote.name)}: pools {', '.join(remote.pools)},"
@@ -157,16 +162,9 @@ def worker(
     finally:
         _stop_runs()
         remote.stop()
+        if bridge is not None:
+            bridge.close()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def check_schema(engine: object) -> None:
-    """A worker never migrates: the server does (`headwater db upgrade`)."""
-    from headwater.store import db as store_db
-
-    check = getattr(store_db, "check_schema", None)
-    if check is not None:
-        check(engine, upgrade=False)
 
 
 @app.command("ls")

@@ -1,4 +1,10 @@
-"""Engines for SQLite (WAL) and PostgreSQL, and schema upgrades through Alembic."""
+"""Engines for SQLite (WAL) and PostgreSQL, and schema upgrades through Alembic.
+
+A process checks the schema before it uses the database (`check_schema`): a schema this
+code knows but older is upgraded (or refused, where upgrades are left to `headwater db
+upgrade`), and a schema a newer Headwater migrated is always refused, since this code
+would misread it.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,57 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+
+from headwater.core.errors import HeadwaterError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x6877_6D69_6772_6174  # "hwmigrat"
+"""The PostgreSQL advisory lock upgrades hold: servers starting at once migrate one at a time."""
+
+
+class SchemaError(HeadwaterError):
+    """The database's schema is not the one this Headwater runs on."""
+
+    code = "schema_mismatch"
+
+    def __init__(self, current: str | None, head: str, reason: str) -> None:
+        super().__init__(reason)
+        self.current = current
+        """The database's revision; None when it has no schema yet."""
+        self.head = head
+        """The newest revision this Headwater knows."""
+        self.reason = reason
+
+
+class UnknownSchema(SchemaError):
+    """A newer Headwater migrated the database: this one cannot use it."""
+
+    code = "schema_unknown"
+
+    def __init__(self, current: str, head: str) -> None:
+        super().__init__(
+            current,
+            head,
+            f"the database's schema is at revision {current}, which this Headwater does not"
+            f" know (its newest is {head}): a newer Headwater has migrated it. Upgrade"
+            " Headwater here to that version or later; schemas are never migrated down.",
+        )
+
+
+class OutdatedSchema(SchemaError):
+    """The database's schema is older than this Headwater's, and upgrading was not allowed."""
+
+    code = "schema_outdated"
+
+    def __init__(self, current: str | None, head: str) -> None:
+        found = f"at revision {current}" if current else "empty (no schema yet)"
+        super().__init__(
+            current,
+            head,
+            f"the database's schema is {found}; this Headwater needs revision {head}:"
+            " run `headwater db upgrade` (with the same --db-url) first.",
+        )
 
 
 class WriteLock:
@@ -165,17 +218,43 @@ def write(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def known_revisions() -> list[str]:
+    """Every migration's id, oldest first: files are named `<id>_<slug>.py` with ids in order."""
+    return sorted(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
 def head_revision() -> str:
-    """The newest migration's id: files are named `<id>_<slug>.py` with ids in order."""
-    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+    """The newest migration's id."""
+    return known_revisions()[-1]
 
 
 def current_revision(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except DBAPIError:
-        return None
+    """The database's schema revision; None when it has no schema yet. A database that
+    cannot be reached raises (it is not an empty one)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def check_schema(engine: Engine, *, upgrade: bool, isolated: bool = False) -> str | None:
+    """Make sure this Headwater can use the database; answers the revision found.
+
+    A current schema passes. An older one (or none) is upgraded when `upgrade` is true,
+    else `OutdatedSchema` is raised; a revision this code does not know (a newer
+    Headwater migrated the database) raises `UnknownSchema` either way. `isolated` as
+    for `upgrade`.
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return current
+    if current is not None and current not in known_revisions():
+        raise UnknownSchema(current, head)
+    if not upgrade:
+        raise OutdatedSchema(current, head)
+    _migrate(engine, isolated)
+    return current
 
 
 def upgrade(engine: Engine, isolated: bool = False) -> None:
@@ -183,9 +262,12 @@ def upgrade(engine: Engine, isolated: bool = False) -> None:
 
     Nothing is imported when the schema is current; with `isolated` Alembic runs
     in a child process, so it never takes up the memory of a long-running server.
+    Raises `UnknownSchema` on a schema a newer Headwater migrated.
     """
-    if current_revision(engine) == head_revision():
-        return
+    check_schema(engine, upgrade=True, isolated=isolated)
+
+
+def _migrate(engine: Engine, isolated: bool) -> None:
     if not isolated:
         upgrade_in_process(engine)
         return
@@ -197,15 +279,19 @@ def upgrade(engine: Engine, isolated: bool = False) -> None:
         raise RuntimeError(f"database migration failed:\n{proc.stderr.strip()[-4000:]}")
 
 
-def upgrade_in_process(engine: Engine) -> None:
+def upgrade_in_process(engine: Engine, revision: str = "head") -> None:
+    """Migrate up to `revision` in one transaction (both backends have transactional DDL)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with write(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            # a second server starting now waits here, then finds the schema current
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 
 
 if __name__ == "__main__":
