@@ -168,6 +168,22 @@ def test_build_packages_leaves_headwater_home_out(tmp_path: Path) -> None:
         assert package.content_hash == code_hash
 
 
+def test_build_packages_packages_the_folder_it_is_given_each_time(tmp_path: Path) -> None:
+    """Not dlt's active workspace (the first one the process met): a server packages its
+    folder on every reload, and `headwater deploy -w` may name another folder than the cwd."""
+    for name in ("first", "second"):
+        ws = tmp_path / name
+        (ws / ".dlt").mkdir(parents=True)
+        (ws / f"{name}.py").write_text(f"NAME = {name!r}\n")
+        (ws / ".dlt" / "config.toml").write_text(f'name = "{name}"\n')
+        code, _hash, config, _ = build_packages(ws)
+        with tarfile.open(fileobj=io.BytesIO(code), mode="r:gz") as tar:
+            assert [n for n in tar.getnames() if n.endswith(".py")] == [f"files/{name}.py"]
+        with tarfile.open(fileobj=io.BytesIO(config), mode="r:gz") as tar:
+            member = tar.extractfile("files/config.toml")
+            assert member is not None and name.encode() in member.read()
+
+
 # -- bounds: a gzip bomb, too many files --------------------------------------------------------
 
 

@@ -391,23 +391,23 @@ def runtime_dir(root: Path, code_dir: Path, config_dir: Path | None) -> Path:
 def build_packages(workspace: Path) -> tuple[bytes, str, bytes, str]:
     """Package a local workspace as `dlthub deploy` does: `(code, hash, configuration, hash)`,
     never with `.headwater/`."""
-    from dlt._workspace._workspace_context import active
+    from dlt._workspace._workspace_context import WorkspaceRunContext
     from dlt._workspace.deployment.file_selector import (
         ConfigurationFileSelector,
         WorkspaceFileSelector,
     )
+    from dlt._workspace.profile import DEFAULT_PROFILE
+    from dlt._workspace.run_context import default_name
 
-    cwd = os.getcwd()
-    os.chdir(workspace)
-    try:
-        context = active()
-        builder = PackageBuilder(context=context)
-        code, config = io.BytesIO(), io.BytesIO()
-        # dlt's selector leaves out what .gitignore lists (or, without one, its defaults);
-        # `.headwater/` holds the server's keys and database whatever .gitignore says
-        selector = WorkspaceFileSelector(context, additional_excludes=[f"{HOME_DIR}/"])
-        code_hash = builder.write_package_to_stream(selector, code)
-        config_hash = builder.write_package_to_stream(ConfigurationFileSelector(context), config)
-    finally:
-        os.chdir(cwd)
+    # a context of this folder, not dlt's active one: that is the first folder this process
+    # met (a server packages on every reload, from threads; no chdir, no global switched)
+    folder = str(workspace.resolve())
+    context = WorkspaceRunContext(default_name(folder), folder, DEFAULT_PROFILE)
+    builder = PackageBuilder(context=context)
+    code, config = io.BytesIO(), io.BytesIO()
+    # dlt's selector leaves out what .gitignore lists (or, without one, its defaults);
+    # `.headwater/` holds the server's keys and database whatever .gitignore says
+    selector = WorkspaceFileSelector(context, additional_excludes=[f"{HOME_DIR}/"])
+    code_hash = builder.write_package_to_stream(selector, code)
+    config_hash = builder.write_package_to_stream(ConfigurationFileSelector(context), config)
     return code.getvalue(), code_hash, config.getvalue(), config_hash
