@@ -33,7 +33,6 @@ from headwater.topology import WORKER_NICE, Topology
 from headwater.ui import pages
 from headwater.worker.worker import MAX_LOG_BYTES, MAX_LOG_LINES, Worker, recover_lost_runs
 from headwater.workspace.deployments import Deployments, ManifestState
-from headwater.workspace.launch import dlt_profile
 from headwater.workspace.packages import HOME_DIR
 from headwater.workspace.watch import start_watching
 
@@ -46,7 +45,9 @@ class Runtime:
     With `separate_worker` the worker, scheduler and dispatcher run in a child
     process forked at start; with `api_processes` > 1 that many processes answer
     the API, and `start` answers True in the forked ones (see `topology`).
-    Otherwise everything runs in one process.
+    Otherwise everything runs in one process. With `remote_workers` runs execute on
+    `headwater worker` processes on other hosts, which take the code as packages: every
+    good reload of the workspace folder packages it (`Deployments.package_local`).
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class Runtime:
         api_processes: int = 1,
         max_log_lines: int = MAX_LOG_LINES,
         max_log_bytes: int = MAX_LOG_BYTES,
+        remote_workers: bool = False,
     ) -> None:
         self.workspace = workspace.resolve()
         self.home = self.workspace / HOME_DIR
@@ -129,6 +131,8 @@ class Runtime:
             data_dir=self.worker.data_dir,
             refresh_launcher=self._refresh_launcher,
             changed=self._share_state,
+            variables=self.variables,
+            remote_workers=remote_workers,
         )
 
     @property
@@ -169,6 +173,8 @@ class Runtime:
             webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
             default_profile=d.default_profile,
             beacon_key=self.beacon_key,
+            package_archive=d.package_archive,
+            run_environment=d.run_environment,
         )
 
     def default_profile(self) -> str:
@@ -258,7 +264,4 @@ class Runtime:
     def _run_variables(self, run: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
         """The workspace's variables for a run, with its profile's over the workspace scope,
         and the values of the secret ones (masked in the run's log)."""
-        version = self.store.get_job_version(run["job_version_id"])
-        job_def = version["definition"] if version else {}
-        profile = dlt_profile(run, job_def, self.deployments.code_dir, self.worker.base_env)
-        return self.variables.resolve_for_run(self.ws_id, profile)
+        return self.deployments.run_environment(run)

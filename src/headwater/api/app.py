@@ -36,6 +36,7 @@ from headwater.api.routes import (
     runs,
     telemetry,
     webhooks,
+    workers,
     workspace,
     workspace_variables,
 )
@@ -160,6 +161,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         automations,
         intervals,
         metrics,
+        workers,
     ):
         app.include_router(module.router(ctx, auth), responses=ERROR_RESPONSES)
     return app
