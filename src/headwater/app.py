@@ -35,7 +35,6 @@ from headwater.ui import pages
 from headwater.worker.remote_dispatch import RemoteDispatcher
 from headwater.worker.worker import MAX_LOG_BYTES, MAX_LOG_LINES, Worker, recover_lost_runs
 from headwater.workspace.deployments import Deployments, ManifestState
-from headwater.workspace.launch import dlt_profile
 from headwater.workspace.packages import HOME_DIR
 from headwater.workspace.watch import start_watching
 
@@ -48,7 +47,10 @@ class Runtime:
     With `separate_worker` the worker, scheduler and dispatcher run in a child
     process forked at start; with `api_processes` > 1 that many processes answer
     the API, and `start` answers True in the forked ones (see `topology`).
-    Otherwise everything runs in one process.
+    Otherwise everything runs in one process. With a `broker` runs execute on
+    `headwater worker` processes on other hosts (`worker/remote_dispatch.py`), which take
+    the code as packages: every good reload of the workspace folder packages it
+    (`Deployments.package_local`).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Runtime:
         broker: str | None = None,
         lease_s: float = leases.LEASE_S,
         upgrade_schema: bool = True,
+        remote_workers: bool = False,
     ) -> None:
         """Raises `SchemaError` (store.db) when the database's schema is one this code does
         not know, or an older one and `upgrade_schema` is false."""
@@ -147,6 +150,9 @@ class Runtime:
             data_dir=self.worker.data_dir,
             refresh_launcher=self._refresh_launcher,
             changed=self._share_state,
+            variables=self.variables,
+            # packages of the folder for workers elsewhere (a broker implies them)
+            remote_workers=remote_workers or broker is not None,
         )
 
     @property
@@ -187,6 +193,8 @@ class Runtime:
             webhook_secret=lambda: os.environ.get("HEADWATER_WEBHOOK_SECRET"),
             default_profile=d.default_profile,
             beacon_key=self.beacon_key,
+            package_archive=d.package_archive,
+            run_environment=d.run_environment,
         )
 
     def default_profile(self) -> str:
@@ -282,7 +290,4 @@ class Runtime:
     def _run_variables(self, run: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
         """The workspace's variables for a run, with its profile's over the workspace scope,
         and the values of the secret ones (masked in the run's log)."""
-        version = self.store.get_job_version(run["job_version_id"])
-        job_def = version["definition"] if version else {}
-        profile = dlt_profile(run, job_def, self.deployments.code_dir, self.worker.base_env)
-        return self.variables.resolve_for_run(self.ws_id, profile)
+        return self.deployments.run_environment(run)

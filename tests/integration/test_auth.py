@@ -87,6 +87,56 @@ def test_read_key_changes_nothing(server: Server) -> None:
     assert rk.post(f"{server.w}/jobs/{job_id}/-pause").status_code == 403
 
 
+def test_a_worker_key_reads_runs_and_their_environment_and_changes_nothing(
+    server: Server,
+) -> None:
+    wk = client(server, new_key(server, "worker-1", "worker"))
+    run = server.wait_run(server.start_run("ok")["id"])
+    job_id = run["job_id"]
+    assert wk.get(f"{server.w}/jobs").status_code == 200
+    assert wk.get(f"{server.w}/job-runs/{run['id']}").json()["job_version"]["job_id"] == job_id
+    assert wk.get(f"{server.w}/job-runs").status_code == 200
+    env = wk.get(f"{server.w}/job-runs/{run['id']}/environment")
+    assert env.status_code == 200 and set(env.json()) == {"env", "secret_values"}
+    # a served folder without remote workers: the run names no package to download
+    missing = wk.get(f"{server.w}/deployments/{run['deployment_id']}/archive")
+    assert missing.status_code == 404 and missing.json()["code"] == "deployment_not_found"
+    for method, path, body in (
+        ("POST", "/jobs/-trigger", {"job_ids": [job_id]}),
+        ("POST", "/job-runs", {"job_id": job_id}),
+        ("POST", f"/job-runs/{run['id']}/-cancel", None),
+        ("POST", f"/jobs/{job_id}/-pause", None),
+        ("POST", "/-reload", None),
+        ("POST", "/deployments/-issue-upload", None),
+        ("GET", "/variables", None),
+        ("GET", "/deployments", None),
+        ("GET", "/deployments/latest", None),
+        ("GET", "/members", None),
+        ("GET", "/api-keys", None),
+    ):
+        resp = wk.request(method, f"{server.w}{path}", json=body)
+        assert resp.status_code == 403, (method, path, resp.text)
+        assert resp.json()["code"] == "not_authorized"
+
+
+@pytest.mark.parametrize("scope", ["read", "trigger"])
+def test_only_worker_and_admin_keys_download_packages_and_read_run_environments(
+    server: Server, scope: str
+) -> None:
+    """The configuration package holds secrets.toml, a run's environment the secrets."""
+    other = client(server, new_key(server, f"not-a-worker-{scope}", scope))
+    run = server.wait_run(server.start_run("ok")["id"])
+    for path in (
+        f"/job-runs/{run['id']}/environment",
+        f"/deployments/{run['deployment_id']}/archive",
+        f"/configurations/{run['configuration_id']}/archive",
+    ):
+        resp = other.get(f"{server.w}{path}")
+        assert resp.status_code == 403, (path, resp.text)
+        assert resp.json()["code"] == "not_authorized"
+    assert server.http.get(f"{server.w}/job-runs/{run['id']}/environment").status_code == 200
+
+
 def test_revoked_and_expired_keys_get_401_saying_why(server: Server) -> None:
     key = new_key(server, "temp", "trigger", "--expires-in-days", "30")
     assert client(server, key).get(f"{server.w}/jobs").status_code == 200

@@ -18,7 +18,7 @@ def sha(data: bytes) -> str:
 def craft(*entries: dict[str, Any], manifest: list[dict[str, Any]] | None = None) -> bytes:
     """A package as dlt lays it out. Each entry: `path`, and `data` (a file) or `link`
     (a symlink); `listed=False` keeps it out of the manifest, `linkname=False` lists a link
-    without its linkname."""
+    without its linkname; `mode` sets a file's mode."""
     out = io.BytesIO()
     listing = []
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
@@ -35,7 +35,7 @@ def craft(*entries: dict[str, Any], manifest: list[dict[str, Any]] | None = None
                 if e.get("linkname", True):
                     item["linkname"] = e["link"]
             else:
-                info.size = len(e["data"])
+                info.size, info.mode = len(e["data"]), e.get("mode", 0o644)
                 tar.addfile(info, io.BytesIO(e["data"]))
                 item = {
                     "relative_path": e["path"],

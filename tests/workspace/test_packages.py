@@ -17,6 +17,7 @@ from headwater.workspace.packages import (
     PackageTooLarge,
     build_packages,
     unpack_package,
+    write_package,
 )
 from tests.workspace.crafted import Zeros, craft, sha
 
@@ -54,6 +55,38 @@ def test_a_good_package_is_unpacked_with_its_links(tmp_path: Path) -> None:
     # the same content again is the same folder
     again, folder2 = unpack(tmp_path, data)
     assert (again.content_hash, folder2) == (package.content_hash, folder)
+
+
+def test_a_stored_package_packs_again_to_the_same_hash_and_the_same_bytes(tmp_path: Path) -> None:
+    """What a worker downloads: the server packs a stored package again from its files."""
+    data = craft(
+        {"path": "__deployment__.py", "data": b"print('hi')\n"},
+        {"path": "lib/util.py", "data": b"X = 1\n", "mode": 0o755},
+        {"path": "util.py", "link": "lib/util.py"},
+    )
+    package, folder = unpack(tmp_path, data)
+    first, second = io.BytesIO(), io.BytesIO()
+    write_package(folder, package.files, first)
+    write_package(folder, list(reversed(package.files)), second)
+    assert first.getvalue() == second.getvalue()
+    again, elsewhere = unpack_package(io.BytesIO(first.getvalue()), tmp_path / "worker")
+    assert again.content_hash == package.content_hash
+    assert again.files == package.files
+    assert os.readlink(elsewhere / "util.py") == "lib/util.py"
+    assert os.stat(elsewhere / "lib" / "util.py").st_mode & 0o111
+
+
+def test_a_file_changed_after_it_was_stored_fails_the_packed_again_package(
+    tmp_path: Path,
+) -> None:
+    data = craft({"path": "job.py", "data": b"print('hi')\n"})
+    package, folder = unpack(tmp_path, data)
+    os.chmod(folder / "job.py", 0o644)
+    (folder / "job.py").write_bytes(b"print('changed')\n")
+    packed = io.BytesIO()
+    write_package(folder, package.files, packed)
+    with pytest.raises(PackageError, match="job.py does not match its sha3_256"):
+        unpack_package(io.BytesIO(packed.getvalue()), tmp_path / "worker")
 
 
 # -- links that leave the package (issue 18, security 5) ----------------------------------------
@@ -166,6 +199,22 @@ def test_build_packages_leaves_headwater_home_out(tmp_path: Path) -> None:
         assert not [n for n in names if ".headwater" in n], names
         package, _ = unpack(tmp_path / str(gitignore is None), code)
         assert package.content_hash == code_hash
+
+
+def test_build_packages_packages_the_folder_it_is_given_each_time(tmp_path: Path) -> None:
+    """Not dlt's active workspace (the first one the process met): a server packages its
+    folder on every reload, and `headwater deploy -w` may name another folder than the cwd."""
+    for name in ("first", "second"):
+        ws = tmp_path / name
+        (ws / ".dlt").mkdir(parents=True)
+        (ws / f"{name}.py").write_text(f"NAME = {name!r}\n")
+        (ws / ".dlt" / "config.toml").write_text(f'name = "{name}"\n')
+        code, _hash, config, _ = build_packages(ws)
+        with tarfile.open(fileobj=io.BytesIO(code), mode="r:gz") as tar:
+            assert [n for n in tar.getnames() if n.endswith(".py")] == [f"files/{name}.py"]
+        with tarfile.open(fileobj=io.BytesIO(config), mode="r:gz") as tar:
+            member = tar.extractfile("files/config.toml")
+            assert member is not None and name.encode() in member.read()
 
 
 # -- bounds: a gzip bomb, too many files --------------------------------------------------------

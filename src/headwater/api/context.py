@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from headwater.api import serialize as ser
@@ -41,6 +42,10 @@ class ApiContext:
     """What runs' dlt sent to their beacons; None: read from `store`'s database."""
     beacon_key: bytes | None = None
     """The key of the runs' beacon secrets (`core/beacon.py`); None: no beacon."""
+    package_archive: Callable[[dict[str, Any]], Path] | None = None
+    """A numbered package as a `.tar.gz` file (raises PackageMissing); None: not served."""
+    run_environment: Callable[[dict[str, Any]], tuple[dict[str, str], list[str]]] | None = None
+    """A run's environment variables and the secret values among them; None: not served."""
 
     def __post_init__(self) -> None:
         if self.telemetry is None:

@@ -16,7 +16,9 @@ app = typer.Typer(help="API keys of the server.", no_args_is_help=True)
 @app.command("create")
 def key_create(
     name: Annotated[str, typer.Option(help="What the key is for.")],
-    scope: Annotated[str, typer.Option(help="trigger, read or admin.")] = "trigger",
+    scope: Annotated[
+        str, typer.Option(help="trigger, read, admin, or worker (for `headwater worker`).")
+    ] = "trigger",
     expires_in_days: Annotated[int | None, typer.Option(help="Days until it expires.")] = None,
     workspace: WorkspaceOpt = Path("."),
 ) -> None:

@@ -50,6 +50,26 @@ class PackageStore:
         with self.reader.connect() as conn:
             return row_dict(conn.execute(select(P).where(P.c.id == package_id)).first())
 
+    def with_hash(
+        self, ws_id: str, kind: str, content_hash: str, created_by: str
+    ) -> dict[str, Any] | None:
+        """The newest numbered package of `kind` with `content_hash` that `created_by` stored."""
+        with self.reader.connect() as conn:
+            return row_dict(
+                conn.execute(
+                    select(P)
+                    .where(
+                        P.c.workspace_id == ws_id,
+                        P.c.kind == kind,
+                        P.c.content_hash == content_hash,
+                        P.c.created_by == created_by,
+                        P.c.version.is_not(None),
+                    )
+                    .order_by(P.c.version.desc())
+                    .limit(1)
+                ).first()
+            )
+
     def awaiting(self, package_id: str, token: str) -> dict[str, Any] | None:
         """The issued package `token` may still upload to, or None (unknown, used, wrong)."""
         with self.reader.connect() as conn:

@@ -36,7 +36,7 @@ from headwater.api.context import ApiContext
 from headwater.api.responses import ApiError
 from headwater.api.routes.jobs import TriggerJobsRequest, trigger_many
 from headwater.api.routes.logs import follow
-from headwater.core.access import Action, allows
+from headwater.core.access import Action, Scope, allows
 from headwater.core.policy import is_served
 from headwater.core.states import TERMINAL, RunStatus
 from headwater.workspace import triggers
@@ -753,7 +753,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         if not isinstance(who, Viewer):
             return who
         ctx.check_ws(ws)
-        if scope not in ("read", "trigger", "admin") or not name.strip():
+        if scope not in set(Scope) or not name.strip():
             return back(f"/w/{ws}/settings", "a key needs a name and a scope", error=True)
         row, secret = store.create_key(ws, name.strip()[:100], scope)
         # shown in this answer only: never in a URL, nor stored

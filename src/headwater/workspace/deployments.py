@@ -6,12 +6,21 @@ the code and configuration packages were uploaded). `Deployments` owns what foll
 either: the last good manifest and the last error (`ManifestState`), the jobs reconciled
 in the store, and the code folder runs start from (the workspace folder, or the run
 folder of the newest deployed packages). A bad manifest never replaces a good one.
+
+With remote workers (`headwater worker` on other hosts, which share no files with the
+server), every good reload of the folder also packages it as `dlthub deploy` would
+(`package_local`), so that the runs it creates name a code and a configuration package a
+worker can download by id, like the packages of a remote deploy.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,18 +31,26 @@ from headwater.workspace.config import CONFIG_MODULE, ConfigError, WorkspaceConf
 from headwater.workspace.launch import dlt_profile, job_specs, served_local_dir
 from headwater.workspace.manifest import ManifestError, from_manifest, load_manifest
 from headwater.workspace.packages import (
+    PackageError,
     PackageMissing,
     ReadPackage,
+    build_packages,
     runtime_dir,
     unpack_package,
+    write_package,
 )
 from headwater.workspace.packages import hash_dir_name as hash_dir
 
 if TYPE_CHECKING:
     from headwater.store.packages import PackageStore
     from headwater.store.store import DeployedJob, Store
+    from headwater.store.vault import VariableStore
 
 log = logging.getLogger(__name__)
+
+LOCAL_PACKAGER = str(uuid.uuid5(uuid.NAMESPACE_URL, "headwater:workspace-folder"))
+"""`created_by` of the packages the server made of its own workspace folder (`package_local`):
+a manifest version naming them came from the folder, not from a remote deploy."""
 
 
 @dataclass
@@ -113,6 +130,8 @@ class Deployments:
         data_dir: Path,
         refresh_launcher: Callable[[bool], None] = lambda _keep_previous: None,
         changed: Callable[[], None] = lambda: None,
+        variables: VariableStore | None = None,
+        remote_workers: bool = False,
     ) -> None:
         self.store = store
         self.packages = packages
@@ -123,6 +142,9 @@ class Deployments:
         self.data_dir = data_dir
         self.refresh_launcher = refresh_launcher
         self.changed = changed
+        self.variables = variables
+        self.remote_workers = remote_workers
+        """Runs execute on other hosts: every good reload packages the workspace folder."""
         self.manifest = ManifestState()
         self.code_dir = workspace
         """The folder runs start from: the workspace, or a deployed package's run folder."""
@@ -142,7 +164,7 @@ class Deployments:
             self.manifest.version, self.manifest.hash = latest["version"], latest["hash"]
             self.manifest.warnings = latest["warnings"]
             self.manifest.loaded_at = latest["created_at"]
-            if latest["code_package_id"]:
+            if latest["code_package_id"] and not self._packaged_here(latest["code_package_id"]):
                 # the newest version came from a remote deploy: its package is the code
                 self.remote = True
                 self.code_dir, code_id, config_id = self._deployed_code_dir(latest["version"])
@@ -150,6 +172,11 @@ class Deployments:
             self.packages.get(code_id) if code_id else None,
             self.packages.get(config_id) if config_id else None,
         )
+
+    def _packaged_here(self, package_id: str) -> bool:
+        """Whether the package is one `package_local` made of the workspace folder."""
+        row = self.packages.get(package_id)
+        return row is not None and row["created_by"] == LOCAL_PACKAGER
 
     def status(self) -> dict[str, Any]:
         """The manifest status the API shows (`ManifestState` as a dict)."""
@@ -205,6 +232,7 @@ class Deployments:
                 loaded = load_manifest(self.workspace)
                 config = load_config(self.workspace)
                 specs = job_specs(loaded, config)
+                code_id, config_id = self._package_for_workers()
             except ConfigError as ex:
                 self._config_refused(ex, now)
                 return {
@@ -242,6 +270,8 @@ class Deployments:
                 loaded.warnings,
                 specs,
                 loaded.manifest.get("deployment_module"),
+                code_package_id=code_id,
+                config_package_id=config_id,
                 also_reconcile=(CONFIG_MODULE,),
             )
             self._config_accepted(config)
@@ -276,6 +306,66 @@ class Deployments:
                 "jobs": [{"job_ref": o.job["job_ref"], "outcome": o.outcome} for o in outcomes],
                 **self._summary(),
             }
+
+    def _package_for_workers(self) -> tuple[str | None, str | None]:
+        """With remote workers, the folder's code and configuration package ids (`package_local`);
+        a folder that cannot be packaged is refused like a bad manifest. Without: no ids."""
+        if not self.remote_workers:
+            return None, None
+        try:
+            return self.package_local()
+        except (PackageError, OSError) as ex:
+            raise ManifestError(
+                f"the workspace folder cannot be packaged for remote workers: {ex}",
+                "PackageError",
+            ) from ex
+
+    def package_local(self) -> tuple[str, str]:
+        """Package the workspace folder as `dlthub deploy` would (never `.headwater/`) and store
+        both packages as an upload is stored, once per content hash: answers `(code package
+        id, configuration package id)`. Raises `PackageError` when the folder cannot be."""
+        code, code_hash, config, config_hash = build_packages(self.workspace)
+        return (
+            self._store_local("deployment", code, code_hash)["id"],
+            self._store_local("configuration", config, config_hash)["id"],
+        )
+
+    def _store_local(self, kind: str, data: bytes, content_hash: str) -> dict[str, Any]:
+        """The numbered package row of a package built here: the one stored before with this
+        hash (its files unpacked again if they went missing), else a new version."""
+        row = self.packages.with_hash(self.ws_id, kind, content_hash, LOCAL_PACKAGER)
+        if row is not None and self.package_stored(row):
+            return row
+        read = self.accept_package(kind, io.BytesIO(data))
+        if read.content_hash != content_hash:
+            # dlt hashed what it packed; we hashed what we unpacked: they must agree
+            raise PackageError(
+                f"the {kind} package of the workspace folder hashes to {read.content_hash}"
+                f" once unpacked, not {content_hash}"
+            )
+        if row is not None:
+            return row
+        issued, token = self.packages.issue(self.ws_id, kind, LOCAL_PACKAGER)
+        done = self.packages.complete(
+            issued["id"],
+            token,
+            content_hash=read.content_hash,
+            files=read.files,
+            size_bytes=read.size_bytes,
+            profiles=read.profiles if kind == "configuration" else [],
+        )
+        assert done is not None  # the token was issued a moment ago, here
+        return done
+
+    def run_environment(self, run: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+        """The workspace's variables for a run (its profile's over the workspace scope), and
+        the values of the secret ones, which the run's log masks."""
+        if self.variables is None:
+            return {}, []
+        version = self.store.get_job_version(run["job_version_id"])
+        job_def = version["definition"] if version else {}
+        profile = dlt_profile(run, job_def, self.code_dir, self.base_env)
+        return self.variables.resolve_for_run(self.ws_id, profile)
 
     def _config_refused(self, ex: ConfigError, now: datetime) -> None:
         """A bad `headwater.toml`: the last good configuration (in the jobs' rows) stays."""
@@ -312,6 +402,26 @@ class Deployments:
         folder = self.home / "packages" / row["kind"] / hash_dir(row["content_hash"])
         return folder.is_dir()
 
+    def package_archive(self, row: dict[str, Any]) -> Path:
+        """A numbered package as a `.tar.gz` a worker unpacks with `unpack_package`: packed
+        again from its files on the first ask and kept beside them. `PackageMissing` when its
+        files are not on this server's disk."""
+        folder = self.home / "packages" / row["kind"] / hash_dir(row["content_hash"])
+        archive = folder.with_name(folder.name + ".tar.gz")
+        if archive.is_file():
+            return archive
+        if not folder.is_dir():
+            raise PackageMissing(f"{row['kind']} version {row['version']} is missing: no {folder}")
+        fd, tmp = tempfile.mkstemp(dir=folder.parent, prefix=".archive-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write_package(folder, row["files"], out)
+            os.replace(tmp, archive)  # atomic: a concurrent ask packs the same bytes
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return archive
+
     def _package_dir(self, code_id: str, config_id: str | None) -> Path:
         """The run folder of a code and a configuration package; `PackageMissing` when
         either is not on disk (or the folder cannot be built)."""
@@ -340,6 +450,8 @@ class Deployments:
         missing: list[str] = []
         found: tuple[int, Path, str, str | None] | None = None
         for version, code_id, config_id in self.packages.deployed(self.ws_id):
+            if self._packaged_here(code_id):
+                continue  # the workspace folder's, made for remote workers: not a deploy
             try:
                 found = version, self._package_dir(code_id, config_id), code_id, config_id
                 break

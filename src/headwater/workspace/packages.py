@@ -57,6 +57,8 @@ RUN_DIR_SLACK = 160
 """Room kept in PATH_MAX for the folder runs start in (`run/<hash>-<hash>/.dlt/`)."""
 HOME_DIR = ".headwater"
 CHUNK = 1024 * 1024
+CONTENT_HASH_HEADER = "X-Headwater-Content-Hash"
+"""The header a downloaded package's content hash travels in (server to worker)."""
 
 
 class PackageError(HeadwaterError, ValueError):
@@ -388,26 +390,71 @@ def runtime_dir(root: Path, code_dir: Path, config_dir: Path | None) -> Path:
     return target
 
 
+def write_package(folder: Path, files: list[dict[str, Any]], out: BinaryIO) -> None:
+    """Pack an unpacked package again, as dlt lays one out, into `out` (a `.tar.gz`).
+
+    `files` is the package's stored listing: its manifest says the hashes the package was
+    accepted with, so a file changed on disk since fails `unpack_package` on the other end.
+    The same files give the same bytes: sorted, with no times, owners or gzip file name.
+    """
+    listed = sorted(files, key=lambda f: str(f["relative_path"]))
+    manifest_files: list[dict[str, Any]] = []
+    for f in listed:
+        item = {
+            "relative_path": f["relative_path"],
+            "size_in_bytes": f.get("size_bytes") or 0,
+            "sha3_256": f["sha3_256"],
+        }
+        if f.get("linkname") is not None:
+            item["linkname"] = f["linkname"]
+        manifest_files.append(item)
+    manifest = yaml.dump(
+        {"engine_version": 1, "files": manifest_files},
+        allow_unicode=True,
+        default_flow_style=False,
+        sort_keys=False,
+    ).encode("utf-8")
+    with (
+        gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for f in listed:
+            path = folder / f["relative_path"]
+            info = tarfile.TarInfo(f"{DEFAULT_DEPLOYMENT_FILES_FOLDER}/{f['relative_path']}")
+            if f.get("linkname") is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+                tar.addfile(info)
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as data:
+                st = os.fstat(data.fileno())
+                info.size, info.mode = st.st_size, st.st_mode & 0o755
+                tar.addfile(info, data)
+        info = tarfile.TarInfo(DEFAULT_MANIFEST_FILE_NAME)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+
+
 def build_packages(workspace: Path) -> tuple[bytes, str, bytes, str]:
     """Package a local workspace as `dlthub deploy` does: `(code, hash, configuration, hash)`,
     never with `.headwater/`."""
-    from dlt._workspace._workspace_context import active
+    from dlt._workspace._workspace_context import WorkspaceRunContext
     from dlt._workspace.deployment.file_selector import (
         ConfigurationFileSelector,
         WorkspaceFileSelector,
     )
+    from dlt._workspace.profile import DEFAULT_PROFILE
+    from dlt._workspace.run_context import default_name
 
-    cwd = os.getcwd()
-    os.chdir(workspace)
-    try:
-        context = active()
-        builder = PackageBuilder(context=context)
-        code, config = io.BytesIO(), io.BytesIO()
-        # dlt's selector leaves out what .gitignore lists (or, without one, its defaults);
-        # `.headwater/` holds the server's keys and database whatever .gitignore says
-        selector = WorkspaceFileSelector(context, additional_excludes=[f"{HOME_DIR}/"])
-        code_hash = builder.write_package_to_stream(selector, code)
-        config_hash = builder.write_package_to_stream(ConfigurationFileSelector(context), config)
-    finally:
-        os.chdir(cwd)
+    # a context of this folder, not dlt's active one: that is the first folder this process
+    # met (a server packages on every reload, from threads; no chdir, no global switched)
+    folder = str(workspace.resolve())
+    context = WorkspaceRunContext(default_name(folder), folder, DEFAULT_PROFILE)
+    builder = PackageBuilder(context=context)
+    code, config = io.BytesIO(), io.BytesIO()
+    # dlt's selector leaves out what .gitignore lists (or, without one, its defaults);
+    # `.headwater/` holds the server's keys and database whatever .gitignore says
+    selector = WorkspaceFileSelector(context, additional_excludes=[f"{HOME_DIR}/"])
+    code_hash = builder.write_package_to_stream(selector, code)
+    config_hash = builder.write_package_to_stream(ConfigurationFileSelector(context), config)
     return code.getvalue(), code_hash, config.getvalue(), config_hash

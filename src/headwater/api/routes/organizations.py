@@ -16,7 +16,7 @@ from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.json_route import JSONRoute
 from headwater.api.responses import MAX_INT, ApiError
-from headwater.core.access import Action
+from headwater.core.access import Action, Scope
 
 DATAPLANE_ID = "headwater"
 """The one data plane a Headwater server has: itself."""
@@ -31,6 +31,15 @@ class CreateWorkspaceRequest(BaseModel):
 class SetRegionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     dataplane_id: str
+
+
+WORKSPACE_ROLES = {
+    Scope.ADMIN: "owner",
+    Scope.TRIGGER: "developer",
+    Scope.READ: "viewer",
+    Scope.WORKER: "viewer",
+}
+"""The dltHub workspace role a key's scope shows as (the API knows no other roles)."""
 
 
 def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
@@ -90,7 +99,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     def organization_me(org: str, p: Principal = see) -> Any:
         check_org(org)
         role = "owner" if p.scope.value == "admin" else "member"
-        ws_role = {"admin": "owner", "trigger": "developer", "read": "viewer"}[p.scope.value]
+        ws_role = WORKSPACE_ROLES[p.scope]
         return {
             **membership(p),
             "organization": organization(),
@@ -147,7 +156,7 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     @r.get("/api/v1/workspaces/{ws}/me")
     def workspace_me(ws: str, p: Principal = see) -> Any:
         ctx.check_ws(ws)
-        ws_role = {"admin": "owner", "trigger": "developer", "read": "viewer"}[p.scope.value]
+        ws_role = WORKSPACE_ROLES[p.scope]
         return {
             **membership(p),
             "organization": organization(),

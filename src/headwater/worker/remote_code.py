@@ -1,0 +1,241 @@
+"""A run's code and environment on a worker that shares no files with the server.
+
+A `headwater worker` on another host gets a run (its row: `id`, `workspace_id`,
+`code_package_id`, `config_package_id`). `RemoteCode.run_folder` downloads each package
+the run names, once per content hash (`GET .../deployments|configurations/{id}/archive`
+with a worker key; the hash the server accepted the package under comes in the
+`X-Headwater-Content-Hash` header), unpacks it with `unpack_package` into a staging
+folder (which checks every file against the package's manifest and computes dlt's
+content hash) and moves it into the cache only when that hash is the one the server
+named: a package that does not match leaves nothing in the cache. The run folder is then
+composed with `runtime_dir`, as the server composes its own.
+
+The cache is shared by the threads and processes of one host: one lock file per package
+id (`filelock`) makes one of them download it, and every folder appears by an atomic
+rename. Its layout under `cache_dir`:
+
+    deployment/<hash>/, configuration/<hash>/   unpacked packages
+    ids/<package id>                            a package's content hash (it never changes)
+    run/<hash>-<hash>/                          run folders (code, configuration over `.dlt/`)
+    locks/                                      the lock files
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+from filelock import FileLock
+
+from headwater.core.errors import HeadwaterError
+from headwater.workspace.packages import (
+    CHUNK,
+    CONTENT_HASH_HEADER,
+    PackageError,
+    hash_dir_name,
+    runtime_dir,
+    unpack_package,
+)
+
+PLURALS = {"deployment": "deployments", "configuration": "configurations"}
+_PACKAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class RemoteCodeError(HeadwaterError):
+    """A run's code or environment cannot be had from its server; the message names the
+    server and the package or run."""
+
+    code = "remote_code_error"
+
+
+class PackageMismatch(RemoteCodeError):
+    """A downloaded package that is not the one its content hash names (changed on the
+    server's disk or on the way, truncated): refused, nothing cached."""
+
+    code = "package_mismatch"
+
+
+class RemoteCode:
+    """Runs' code folders and environments, fetched from `server_url` with a worker key.
+
+    Safe to share between threads; `close()` (or `with`) ends its connections.
+    """
+
+    def __init__(
+        self, server_url: str, api_key: str, cache_dir: Path, *, timeout: float = 300.0
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.cache_dir = cache_dir
+        self.http = httpx.Client(
+            base_url=self.server_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> RemoteCode:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- code ----------------------------------------------------------------------------------
+
+    def run_folder(self, run: dict[str, Any]) -> Path:
+        """The folder `run` starts in: its code package with its configuration package laid
+        over `.dlt/`, each downloaded once per content hash. Raises `RemoteCodeError`
+        (`PackageMismatch` for a package that does not match its hash)."""
+        code_id = run.get("code_package_id")
+        if not code_id:
+            raise RemoteCodeError(
+                f"run {run['id']} of {self.server_url} names no code package: the server runs"
+                " a workspace folder and was not started for remote workers"
+            )
+        ws = run["workspace_id"]
+        code = self._package(ws, "deployment", code_id)
+        config_id = run.get("config_package_id")
+        config = self._package(ws, "configuration", config_id) if config_id else None
+        try:
+            return runtime_dir(self.cache_dir / "run", code, config)
+        except OSError as ex:
+            raise RemoteCodeError(
+                f"the folder of run {run['id']} of {self.server_url} cannot be built in"
+                f" {self.cache_dir}: {ex}"
+            ) from ex
+
+    def _package(self, ws: str, kind: str, package_id: str) -> Path:
+        """The cached folder of a package, downloaded first when it is not there yet."""
+        if not isinstance(package_id, str) or not _PACKAGE_ID.fullmatch(package_id):
+            raise RemoteCodeError(f"{kind} package id {package_id!r} is not a package id")
+        found = self._cached(kind, package_id)
+        if found is not None:
+            return found
+        locks = self.cache_dir / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        # one download per package on this host: the others wait, then find it cached
+        with FileLock(locks / f"{package_id}.lock"):
+            found = self._cached(kind, package_id)
+            if found is not None:
+                return found
+            return self._download(ws, kind, package_id)
+
+    def _cached(self, kind: str, package_id: str) -> Path | None:
+        try:
+            content_hash = (self.cache_dir / "ids" / package_id).read_text().strip()
+        except FileNotFoundError:
+            return None
+        folder = self.cache_dir / kind / hash_dir_name(content_hash)
+        return folder if folder.is_dir() else None
+
+    def _download(self, ws: str, kind: str, package_id: str) -> Path:
+        what = f"{kind} package {package_id} from {self.server_url}"
+        url = f"/api/v1/workspaces/{ws}/{PLURALS[kind]}/{package_id}/archive"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".download-"))
+        try:
+            archive = staging / "package.tar.gz"
+            with self.http.stream("GET", url) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    raise RemoteCodeError(f"cannot download {what}: {_refusal(resp)}")
+                expected = resp.headers.get(CONTENT_HASH_HEADER, "")
+                target = self._folder_of(kind, expected, what)
+                if target.is_dir():
+                    # the same files under another package id: not downloaded again
+                    self._remember(package_id, expected)
+                    return target
+                with open(archive, "wb") as out:
+                    for chunk in resp.iter_bytes(CHUNK):
+                        out.write(chunk)
+            with open(archive, "rb") as upload:
+                try:
+                    read, unpacked = unpack_package(upload, staging / "unpacked")
+                except PackageError as ex:
+                    raise PackageMismatch(
+                        f"{what} does not match its content hash {expected}: {ex}; nothing"
+                        " was cached"
+                    ) from ex
+            if read.content_hash != expected:
+                raise PackageMismatch(
+                    f"{what} hashes to {read.content_hash}, not to {expected} as the server"
+                    " says; nothing was cached"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                unpacked.rename(target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+            self._remember(package_id, expected)
+            return target
+        except httpx.HTTPError as ex:
+            raise RemoteCodeError(f"cannot download {what}: {ex}") from ex
+        except OSError as ex:
+            raise RemoteCodeError(f"cannot store {what} in {self.cache_dir}: {ex}") from ex
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _folder_of(self, kind: str, content_hash: str, what: str) -> Path:
+        try:
+            name = hash_dir_name(content_hash)
+        except (binascii.Error, ValueError) as ex:
+            raise RemoteCodeError(
+                f"{what} came without a valid {CONTENT_HASH_HEADER} header ({content_hash[:100]!r})"
+            ) from ex
+        if len(name) != 32:
+            raise RemoteCodeError(f"{what}: {content_hash!r} is not a package content hash")
+        return self.cache_dir / kind / name
+
+    def _remember(self, package_id: str, content_hash: str) -> None:
+        """Note the package's hash, so its next run needs no request (atomic: a reader sees
+        the whole hash or no file)."""
+        ids = self.cache_dir / "ids"
+        ids.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=ids, prefix=".")
+        with os.fdopen(fd, "w") as out:
+            out.write(content_hash)
+        os.replace(tmp, ids / package_id)
+
+    # -- environment ---------------------------------------------------------------------------
+
+    def environment(self, run: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+        """The environment variables `run` starts with (the workspace's variables, secrets
+        decrypted by the server) and the secret values its log must mask."""
+        what = f"the environment of run {run['id']} from {self.server_url}"
+        url = f"/api/v1/workspaces/{run['workspace_id']}/job-runs/{run['id']}/environment"
+        try:
+            resp = self.http.get(url)
+        except httpx.HTTPError as ex:
+            raise RemoteCodeError(f"cannot read {what}: {ex}") from ex
+        if resp.status_code != 200:
+            raise RemoteCodeError(f"cannot read {what}: {_refusal(resp)}")
+        try:
+            body = resp.json()
+            env, secret_values = body["env"], body["secret_values"]
+        except (ValueError, KeyError, TypeError) as ex:
+            raise RemoteCodeError(f"unreadable answer for {what}: {ex}") from ex
+        if not (
+            isinstance(env, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+            and isinstance(secret_values, list)
+            and all(isinstance(v, str) for v in secret_values)
+        ):
+            raise RemoteCodeError(f"unreadable answer for {what}: not names and text values")
+        return env, secret_values
+
+
+def _refusal(resp: httpx.Response) -> str:
+    """`403 a read key may not download packages (not_authorized)`: the server's own words."""
+    try:
+        body = resp.json()
+        return f"{resp.status_code} {body['detail']} ({body['code']})"
+    except (ValueError, KeyError, TypeError):
+        return f"{resp.status_code} {resp.text[:200]}"
