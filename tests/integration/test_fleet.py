@@ -68,18 +68,24 @@ class Fleet:
         self.workers: list[RemoteWorkerProcess] = []
 
     def start(self, n: int, slots: int = 4) -> Fleet:
-        self.srv.start(wait_warm=False)
+        self.start_server()
         for i in range(n):
             self.add_worker(f"w{i}", slots)
         self.wait_live(n)
         return self
+
+    def start_server(self) -> None:
+        self.srv.start(wait_warm=False)
+        # workers take a key of their own, which may fetch code and run environments only
+        body = {"name": "fleet workers", "scope": "worker"}
+        self.worker_key = str(self.srv.post(f"{self.srv.w}/api-keys", json=body)["key"])
 
     def add_worker(self, name: str, slots: int = 4) -> RemoteWorkerProcess:
         w = RemoteWorkerProcess(
             self.tmp / name,
             self.srv,
             self.database,
-            self.srv.key,
+            self.worker_key,
             name,
             "--pool",
             self.pool,
@@ -133,7 +139,11 @@ def test_a_run_goes_to_a_worker_and_back_with_its_log(tmp_path: Path, database: 
         run_id = fleet.trigger(1, 0.1)[0]
         run = fleet.srv.wait_run(run_id, 60)
         assert run["status"] == "completed", fleet.workers[0].log()[-3000:]
-        assert "marked started on w0" in fleet.srv.user_output(run_id)
+        output = fleet.srv.user_output(run_id)
+        assert "marked started on w0" in output
+        # from the package the worker fetched into its own folder, not the server's
+        (code_line,) = [line for line in output if line.startswith("code from ")]
+        assert code_line.startswith(f"code from {fleet.tmp / 'w0' / 'cache' / 'run'}")
         assert (fleet.markers / f"{run_id}.done").read_text().startswith("w0 ")
         view = fleet.workers_view()
         assert [w["name"] for w in view["items"]] == ["w0"]
@@ -146,7 +156,7 @@ def test_a_run_goes_to_a_worker_and_back_with_its_log(tmp_path: Path, database: 
 
 def test_runs_wait_for_a_worker_of_their_pool_and_say_so(tmp_path: Path, database: str) -> None:
     fleet = Fleet(tmp_path, database)
-    fleet.srv.start(wait_warm=False)
+    fleet.start_server()
     try:
         run_id = fleet.trigger(1, 0.1)[0]
         waiting = fleet.srv.wait_for(

@@ -20,6 +20,7 @@ def marked(seconds: str = dlt.config.value):
     except FileExistsError:
         open(_marker(".double"), "a").close()
     print(f"marked started on {os.environ.get('FLEET_WORKER')}", flush=True)
+    print(f"code from {os.path.dirname(os.path.abspath(__file__))}", flush=True)
     time.sleep(float(seconds))
     with open(_marker(".done"), "a") as f:
         f.write(f"{os.environ.get('FLEET_WORKER')} {os.getpid()}\n")
