@@ -49,6 +49,9 @@ class Scheduler:
         cursors = self.store.schedule_cursors()
         soonest: datetime | None = None
         next_runs: dict[str, datetime | None] = {}
+        # cursors move together at the end: a crash before that finds each fired tick's
+        # run by its key, so a tick still becomes one run
+        advances: list[tuple[str, str, datetime]] = []
         for job in self.store.active_jobs(self.ws_id):
             job_def = job["definition"]
             timed = triggers.timed_triggers(job_def)
@@ -61,7 +64,7 @@ class Scheduler:
                 last = cursors.get((job["id"], trigger))
                 if last is None:
                     # first sight: schedules start now, nothing is made up for the past
-                    self.store.advance_schedule(job["id"], trigger, now)
+                    advances.append((job["id"], trigger, now))
                     last = now
                 if not job["is_paused"]:
                     due = triggers.latest_due_tick(trigger, last, now, tz)
@@ -76,7 +79,7 @@ class Scheduler:
                             due.isoformat(),
                             result.decision.status.value,
                         )
-                        self.store.advance_schedule(job["id"], trigger, due)
+                        advances.append((job["id"], trigger, due))
                         last = due
                 upcoming = triggers.next_tick(trigger, last, tz)
                 if upcoming is not None and (job_next is None or upcoming < job_next):
@@ -87,6 +90,7 @@ class Scheduler:
                 next_runs[job["id"]] = job_next
             if job_next is not None and (soonest is None or job_next < soonest):
                 soonest = job_next
+        self.store.advance_schedules(advances)
         self.store.set_next_run(next_runs)
         return soonest
 

@@ -66,6 +66,14 @@ class Events(StoreBase):
                 advance_schedule(conn), {"b_job_id": job_id, "b_trigger": trigger, "b_tick": tick}
             )
 
+    def advance_schedules(self, ticks: Iterable[tuple[str, str, datetime]]) -> None:
+        """`advance_schedule` for many (job id, trigger, tick) in one transaction."""
+        params = [{"b_job_id": j, "b_trigger": t, "b_tick": tick} for j, t, tick in ticks]
+        if not params:
+            return
+        with write(self.engine) as conn:
+            conn.execute(advance_schedule(conn), params)
+
     def drop_schedule(self, job_id: str, keep: Iterable[str]) -> None:
         with write(self.engine) as conn:
             conn.execute(DROP_SCHEDULES, {"b_job_id": job_id, "b_keep": list(keep)})
