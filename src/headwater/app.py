@@ -23,6 +23,7 @@ from headwater.core import beacon, leases
 from headwater.events.debouncer import Debouncer
 from headwater.events.dispatcher import Dispatcher
 from headwater.integrations import celery_app
+from headwater.leadership import Leadership
 from headwater.monitors.dbt_cloud import DbtCloudMonitor
 from headwater.scheduler.intervals import IntervalPlanner
 from headwater.scheduler.scheduler import Scheduler
@@ -130,6 +131,13 @@ class Runtime:
                 lambda run_id, attempt, pool: celery_app.send_run(celery, run_id, attempt, pool),
                 lease_s=lease_s,
             )
+        # several servers may share a PostgreSQL database: one runs the engine at a time
+        self._engine_running = False
+        self.leadership: Leadership | None = None
+        if engine.dialect.name == "postgresql":
+            self.leadership = Leadership(
+                self.store, on_acquired=self._start_components, lease_s=lease_s
+            )
         self.topology = Topology(
             engine,
             self.store.notifier,
@@ -212,9 +220,8 @@ class Runtime:
 
     def start(self) -> bool:
         """Start the server's processes and threads; True in a forked API process."""
-        lost = recover_lost_runs(self.store)
-        if lost:
-            log.warning("%d run(s) were active when Headwater stopped; marked failed", len(lost))
+        if self.leadership is None:
+            self._recover()
         if not self.deployments.remote:
             self.reload_manifest(refresh_launcher=False)
         else:
@@ -243,6 +250,16 @@ class Runtime:
             pass
 
     def _start_engine(self) -> None:
+        if self.leadership is not None:
+            # on a shared database: the engine starts once this server holds the lease
+            self.leadership.start()
+            return
+        self._start_components()
+
+    def _start_components(self) -> None:
+        self._engine_running = True
+        if self.leadership is not None:
+            self._recover()
         if self.remote is not None:
             self.remote.start()
         else:
@@ -256,6 +273,16 @@ class Runtime:
         self.planner.start()
 
     def _stop_engine(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()
+        if not self._engine_running:
+            return  # a standby: the engine never started here
+        self._engine_running = False
+        self._stop_components()
+        if self.leadership is not None:
+            self.leadership.release()
+
+    def _stop_components(self) -> None:
         self.scheduler.stop()
         self.planner.stop()
         self.dispatcher.stop()
@@ -267,6 +294,12 @@ class Runtime:
             self.remote.stop()
         else:
             self.worker.stop()
+
+    def _recover(self) -> None:
+        """End the runs the engine's last holder left active (its own processes)."""
+        lost = recover_lost_runs(self.store)
+        if lost:
+            log.warning("%d run(s) were active when Headwater stopped; marked failed", len(lost))
 
     def _share_state(self) -> None:
         """Tell the other API processes what this one learnt of the manifest."""

@@ -264,3 +264,39 @@ def test_a_worker_back_under_its_name_kills_what_it_left(tmp_path: Path, databas
         fleet.wait_live(1)
     finally:
         fleet.stop()
+
+
+def test_two_servers_both_answer_and_the_standby_takes_the_engine_over(
+    tmp_path: Path, database: str
+) -> None:
+    fleet = Fleet(tmp_path, database)
+    fleet.start_server()
+    a = fleet.srv
+    # a second server on the same database, from its own copy of the workspace
+    b_ws = copy_workspace(a.workspace, tmp_path / "server-b")
+    b = Server(b_ws, *a.extra).start(wait_warm=False)
+    try:
+        assert b.ws_id == a.ws_id
+        holder = lambda: db_rows(database, "SELECT holder FROM leader_leases")  # noqa: E731
+        assert holder() and holder()[0][0].endswith(f":{a.proc.pid}")  # type: ignore[union-attr]
+        # the worker reaches the servers through B (as it would through a load balancer)
+        fleet.srv = b
+        fleet.add_worker("w0")
+        fleet.wait_live(1)
+        first = fleet.trigger(1, 0.1)[0]  # asked of B; A's engine dispatches it
+        assert b.wait_run(first, 60)["status"] == "completed"
+        a.kill()
+        taken = time.monotonic()
+        b.wait_for(
+            lambda: holder()[0][0].endswith(f":{b.proc.pid}"),  # type: ignore[union-attr]
+            4 * LEASE_S,
+            "the standby holding the engine lease",
+        )
+        took = time.monotonic() - taken
+        second = fleet.trigger(1, 0.1)[0]
+        assert b.wait_run(second, 60)["status"] == "completed"
+        assert "runs the engine" in b.log()
+        print(f"the standby ran the engine {took:.1f}s after the leader was killed")
+    finally:
+        fleet.stop()
+        b.stop()

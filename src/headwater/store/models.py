@@ -506,6 +506,17 @@ class WorkerRow(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class LeaderLease(Base):
+    """Which server runs the engine (scheduler, dispatchers, monitors) while several share
+    one database; the others answer the API and wait (`leadership.py`)."""
+
+    __tablename__ = "leader_leases"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime]
+    acquired_at: Mapped[datetime]
+
+
 class RunAttempt(Base):
     """One ended attempt of a run that has a retry policy: its outcome, exit code, reason,
     times, and where its log lines begin."""

@@ -17,6 +17,7 @@ its own module, with its statements named in `sql.py`:
 - `views`: what the web pages read that the API does not
 - `artifacts`: files runs leave for people (dbt's run_results.json, manifest.json)
 - `workers`: remote workers, their heartbeats, and the leases of the runs they hold
+- `leaders`: which server runs the engine when several share the database
 
 Mixins rather than delegation: a call on `Store` is a plain method call, with no
 forwarding layer on the trigger path (bench/RESULTS.md), and one part calls another's
@@ -38,6 +39,7 @@ from headwater.store.idempotency import Idempotency
 from headwater.store.intervals import Intervals
 from headwater.store.jobs import DeployedJob, Jobs
 from headwater.store.keys import AmbiguousKeyError, Keys
+from headwater.store.leaders import Leaders
 from headwater.store.logs import Logs
 from headwater.store.metrics import Metrics
 from headwater.store.outbox import Outbox
@@ -75,6 +77,7 @@ class Store(
     Metrics,
     Views,
     Workers,
+    Leaders,
 ):
     """The database as one handle: every part of the store on one engine and notifier."""
 
