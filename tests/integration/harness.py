@@ -238,8 +238,16 @@ class RemoteWorkerProcess:
     """One `headwater worker` process in a folder of its own (its "host")."""
 
     def __init__(
-        self, home: Path, srv: Server, database: str, key: str, name: str, *extra: str
+        self,
+        home: Path,
+        srv: Server,
+        database: str,
+        key: str,
+        name: str,
+        *extra: str,
+        broker: str = AMQP_URL,
     ) -> None:
+        self.broker = broker
         self.home = home
         self.srv = srv
         self.database = database
@@ -264,7 +272,7 @@ class RemoteWorkerProcess:
                     "--db",
                     self.database,
                     "--broker",
-                    AMQP_URL,
+                    self.broker,
                     "--server",
                     self.srv.url,
                     "--key",

@@ -4,6 +4,7 @@ but the markers the test counts)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -45,8 +46,10 @@ def database() -> Iterator[str]:
 
 
 class Fleet:
-    def __init__(self, tmp: Path, database: str, toml: str = "") -> None:
-        require_rabbitmq()
+    def __init__(self, tmp: Path, database: str, toml: str = "", broker: str = AMQP_URL) -> None:
+        if broker == AMQP_URL:
+            require_rabbitmq()
+        self.broker = broker
         self.tmp = tmp
         self.database = database
         self.pool = f"fleet_{uuid.uuid4().hex[:8]}"  # a queue of this test's own
@@ -61,7 +64,7 @@ class Fleet:
             "--executor",
             "celery",
             "--broker",
-            AMQP_URL,
+            broker,
             "--lease-seconds",
             str(LEASE_S),
         )
@@ -93,6 +96,7 @@ class Fleet:
             str(slots),
             "--lease-seconds",
             str(LEASE_S),
+            broker=self.broker,
         )
         w.env = {"FLEET_MARKERS": str(self.markers), "FLEET_WORKER": name}
         self.workers.append(w.start())
@@ -124,7 +128,8 @@ class Fleet:
         for w in self.workers:
             w.stop()
         self.srv.stop()
-        delete_queue(self.pool)
+        if self.broker == AMQP_URL:
+            delete_queue(self.pool)
 
 
 def db_rows(database: str, sql: str) -> list[tuple[Any, ...]]:
@@ -150,6 +155,16 @@ def test_a_run_goes_to_a_worker_and_back_with_its_log(tmp_path: Path, database: 
         assert view["pools"][0]["pool"] == fleet.pool
         listed = fleet.srv.cli("worker", "ls").stdout
         assert "w0" in listed and fleet.pool in listed
+    finally:
+        fleet.stop()
+
+
+def test_redis_carries_runs_as_well(tmp_path: Path, database: str) -> None:
+    redis_url = os.environ.get("HEADWATER_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+    fleet = Fleet(tmp_path, database, broker=redis_url).start(1)
+    try:
+        run_id = fleet.trigger(1, 0.1)[0]
+        assert fleet.srv.wait_run(run_id, 60)["status"] == "completed"
     finally:
         fleet.stop()
 
