@@ -156,3 +156,20 @@ def test_the_reaper_sends_again_cancels_and_ends_lost_runs(store: Store, ws: str
     sent.clear()
     reaper.reap(past + timedelta(seconds=1))
     assert sent == []
+
+
+def test_a_lost_run_whose_job_retries_crashes_is_queued_again(store: Store, ws: str) -> None:
+    store.register_worker("w1", host="h1", pid=1, pools=["default"], slots=1, now=T0)
+    jobs = add_jobs(store, ws, job_spec("jobs.m.r"))
+    policy = {"retries": 1, "delay_s": 0.0, "backoff": 2.0, "retry_on": ["crashed"]}
+    result = store.create_run(run_request(jobs["jobs.m.r"], retry_policy=policy))
+    assert result.run is not None
+    reaper = RemoteDispatcher(store, lambda *a: None, clock=lambda: T0)
+    reaper.dispatch(T0)
+    assert store.take_run(result.run["id"], 1, "w1", now=T0) is not None
+    reaper.reap(T0 + timedelta(seconds=LEASE + 1))
+    again = store.get_run(result.run["id"])
+    assert again is not None
+    assert again["status"] == "pending" and again["attempt"] == 2
+    assert again["worker_id"] is None and again["lease_expires_at"] is None
+    assert "worker lost" in again["reason"]

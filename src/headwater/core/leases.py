@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from headwater.core import retries
+
 LEASE_S = 15.0
 """How long an attempt's lease lasts without a renewal."""
 HEARTBEATS_PER_LEASE = 3
 """A worker renews its leases this many times per lease period: one lost heartbeat
 (a slow query, a pause) never costs a run."""
 DEFAULT_POOL = "default"
-WORKER_LOST = "worker lost"
+WORKER_LOST = retries.WORKER_LOST
 
 
 def lease_until(now: datetime, lease_s: float = LEASE_S) -> datetime:

@@ -13,6 +13,8 @@ from typing import Any
 RETRYABLE = ("failed", "crashed", "timed_out")
 """What can be retried; a cancelled run never is."""
 CRASH_REASON = "runtime lost"
+WORKER_LOST = "worker lost"
+"""A remote worker stopped renewing the run's lease (`core/leases.WORKER_LOST`)."""
 TIMEOUT_REASON = "timed out after"
 
 
@@ -62,7 +64,8 @@ def outcome_kind(status: str, reason: str | None) -> str | None:
     if status != "failed":
         return None
     text = reason or ""
-    if text.startswith(CRASH_REASON):
+    # the runtime died under it: the server's (`up`), or a remote worker's
+    if text.startswith((CRASH_REASON, WORKER_LOST)):
         return "crashed"
     # a run's own timeout (`core/outcomes`), or a dbt Cloud watch's
     if text.startswith(TIMEOUT_REASON) or text.startswith("timeout:"):
