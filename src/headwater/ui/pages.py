@@ -39,6 +39,7 @@ from headwater.api.routes.logs import follow
 from headwater.core.access import Action, allows
 from headwater.core.policy import is_served
 from headwater.core.states import TERMINAL, RunStatus
+from headwater.store.views import TIMELINE_RUNS
 from headwater.workspace import triggers
 
 COOKIE = "headwater_session"
@@ -695,28 +696,27 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         hours = max(1, min(hours, 24 * 14))
         end = datetime.now(UTC)
         start = end - timedelta(hours=hours)
-        # compact rows (a page carries thousands): [job index, number, status, created,
-        # started, finished, id], times in epoch milliseconds
-        jobs: dict[str, int] = {}
-        bars = []
-        for x in store.runs_between(ws, start, end):
-            index = jobs.setdefault(x["job_ref"], len(jobs))
-            bars.append(
-                [
-                    index,
-                    x["number"],
-                    x["status"],
-                    _ms(x["created_at"]),
-                    _ms(x["started_at"]),
-                    _ms(x["finished_at"]),
-                    x["id"],
-                ]
-            )
+        runs, more = store.runs_between(ws, start, end, TIMELINE_RUNS)
+        # compact rows (a page carries thousands): [job, number, status, created, started,
+        # finished, id], job and status as indexes into their lists, times in milliseconds
+        # after `start` (None: not yet); jobs by name, so a job keeps its row
+        jobs = sorted({x[1] for x in runs})
+        job_at = {ref: i for i, ref in enumerate(jobs)}
+        status_at = {s: i for i, s in enumerate(STATUSES)}
+        bars = [[job_at[j], n, status_at[s], c, b, f, i] for i, j, n, s, c, b, f in runs]
         return render(
             "timeline.html",
             **base(request, who, ws, "timeline", f"Timeline · {workspace_name(ws)}"),
             hours=hours,
-            gantt={"start": _ms(start), "end": _ms(end), "jobs": list(jobs), "runs": bars},
+            shown=len(bars),
+            more=more,
+            gantt={
+                "start": _ms(start),
+                "end": _ms(end),
+                "jobs": jobs,
+                "statuses": STATUSES,
+                "runs": bars,
+            },
         )
 
     def settings_page(

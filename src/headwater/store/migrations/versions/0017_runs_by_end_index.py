@@ -1,0 +1,23 @@
+"""runs by end: an index on (workspace_id, finished_at) for the timeline
+
+Revision ID: 0017
+Revises: 0016
+Create Date: 2026-12-05 19:10:00
+"""
+
+from alembic import op
+
+revision = "0017"
+down_revision = "0016"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.create_index("ix_runs_workspace_finished", ["workspace_id", "finished_at"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_workspace_finished")
