@@ -195,3 +195,17 @@ def test_the_timeline_carries_the_windows_runs_as_compact_rows(srv: Server) -> N
     assert 0 < created <= started <= finished <= gantt["end"] - gantt["start"]
     assert 'id="capped"' not in page.text
 
+
+def test_the_log_stream_replays_an_ended_runs_lines_then_ends(srv: Server) -> None:
+    run = srv.wait_run(srv.start_run("greet", parameters={"greeting": "streamed"})["id"])
+    path = f"/w/{srv.ws_id}/runs/{run['id']}/log-stream"
+    anon = httpx.get(f"{srv.url}{path}")
+    assert anon.status_code == 303 and anon.headers["location"].startswith("/ui/login")
+    browser, _, _ = sign_in(srv)
+    stream = browser.get(path)
+    assert stream.status_code == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert "event: log" in stream.text and "streamed" in stream.text
+    assert stream.text.endswith("event: end\ndata: {}\n\n")
+    assert browser.get(f"/w/{srv.ws_id}/runs/{uuid.uuid4()}/log-stream").status_code == 404
+    assert browser.get(f"/w/nope/runs/{run['id']}/log-stream").status_code == 404

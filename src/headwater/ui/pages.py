@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.staticfiles import StaticFiles
 
@@ -661,8 +662,8 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             active=RunStatus(run["status"]) not in TERMINAL,
         )
 
-    @r.get("/w/{ws}/runs/{run_id}/log-stream")
-    async def log_stream(ws: str, run_id: str, request: Request, after: int = -1) -> Any:
+    def log_stream_refusal(ws: str, run_id: str, request: Request) -> Response | None:
+        """Why the log stream is not for this request (no session, no such run), or None."""
         who = viewer(request)
         if not isinstance(who, Viewer):
             return who
@@ -670,6 +671,15 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         run = store.get_run(run_id)
         if run is None or run["workspace_id"] != ws:
             return message("No such run", f"No run {run_id}.", 404, who, ws)
+        return None
+
+    @r.get("/w/{ws}/runs/{run_id}/log-stream")
+    async def log_stream(ws: str, run_id: str, request: Request, after: int = -1) -> Any:
+        # async for the stream; the session and run are read in the thread pool, as the
+        # stream's own reads are, so a slow database never stalls the event loop
+        refusal = await run_in_threadpool(log_stream_refusal, ws, run_id, request)
+        if refusal is not None:
+            return refusal
         return StreamingResponse(
             follow_log(ctx, run_id, after, request),
             media_type="text/event-stream",
