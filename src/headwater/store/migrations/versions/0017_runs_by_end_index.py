@@ -1,4 +1,4 @@
-"""runs by end: an index on (workspace_id, finished_at) for the timeline
+"""runs by end: an index on finished_at for the timeline
 
 Revision ID: 0017
 Revises: 0016
@@ -15,9 +15,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
-        batch_op.create_index("ix_runs_workspace_finished", ["workspace_id", "finished_at"])
+        batch_op.create_index("ix_runs_finished", ["finished_at"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
-        batch_op.drop_index("ix_runs_workspace_finished")
+        batch_op.drop_index("ix_runs_finished")
