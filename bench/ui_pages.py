@@ -1,18 +1,26 @@
 """How fast the web pages answer with 500 jobs and 100,000 runs in the store (SQLite).
 
-    python bench/ui_pages.py [--jobs 500] [--runs 100000] [--repeat 20]
+    python bench/ui_pages.py [--jobs 500] [--runs 100000] [--repeat 20] [--api-processes N]
 
 Writes a workspace of `--jobs` jobs (a fifth chained to another, tags, schedules), starts
-`headwater up` on it, adds `--runs` runs over the last 30 days straight into its SQLite
-database (as the store writes them), signs in with a read key, then requests each page
-`--repeat` times over loopback and reports p50 / p95 / max of the answer time. The target
-(issue 24) is 100 ms on the server. Writes bench/ui_pages.json.
+`headwater up` on it (with `--api-processes N`: N processes answer on one port), adds
+`--runs` runs over the last 30 days straight into its SQLite database (as the store writes
+them), signs in with a read key, then requests each page `--repeat` times over loopback and
+reports p50 / p95 / max of the answer time and the server's CPU time per request. The
+target (issue 24) is 100 ms on the server. Writes bench/ui_pages.json
+(bench/ui_pages_api<N>.json with N processes), with the machine's load averages before and
+after.
+
+Requests go one at a time. With N processes they take turns over 4 x N kept connections:
+the kernel hands each new connection to one of the processes (SO_REUSEPORT), so one
+connection would only ever measure one of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -24,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -96,25 +105,50 @@ def seed(db: Path, ws_id: str, runs: int) -> dict[str, list[str]]:
     return {"job": [some_run["job_id"]], "run": [some_run["id"]]}
 
 
+def server_cpu(server: Server) -> float:
+    """CPU seconds the server's processes have used so far. Per request, it says what a
+    page costs the server whatever else the machine is doing (answer times on a busy
+    machine include the time the server waited for a core)."""
+    assert server.proc is not None
+    root = psutil.Process(server.proc.pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=500)
     ap.add_argument("--runs", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "ui_pages.json"))
+    ap.add_argument("--api-processes", type=int, default=1)
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    n = args.api_processes
+    out = args.out or str(ROOT / "bench" / ("ui_pages.json" if n == 1 else f"ui_pages_api{n}.json"))
     tmp = Path(tempfile.mkdtemp(prefix="hw-ui-bench-"))
     ws = tmp / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(workspace(args.jobs))
-    server = Server(ws).start(wait_warm=False)
+    server = Server(ws, *(["--api-processes", str(n)] if n > 1 else [])).start(wait_warm=False)
     try:
         t0 = time.monotonic()
         ids = seed(ws / ".headwater" / "headwater.db", server.ws_id, args.runs)
         seeded = time.monotonic() - t0
         key = server.cli("key", "create", "--name", "bench", "--scope", "read").stdout.strip()
-        browser = httpx.Client(base_url=server.url, timeout=60, follow_redirects=False)
-        assert browser.post("/ui/login", data={"key": key}).status_code == 303
+        browsers = [
+            httpx.Client(base_url=server.url, timeout=60, follow_redirects=False)
+            for _ in range(1 if n == 1 else 4 * n)
+        ]
+        assert browsers[0].post("/ui/login", data={"key": key}).status_code == 303
+        for other in browsers[1:]:
+            other.cookies = browsers[0].cookies
+        browser = browsers[0]
         w = f"/w/{server.ws_id}"
         pages = {
             "jobs": w,
@@ -126,22 +160,28 @@ def main() -> None:
             + (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
             "run": f"{w}/runs/{ids['run'][0]}",
             "timeline": f"{w}/timeline",
+            "timeline, a week (capped)": f"{w}/timeline?hours=168",
             "workspace": f"{w}/settings",
         }
         results = {}
+        load_before = os.getloadavg()
         for name, path in pages.items():
-            browser.get(path)  # warm
+            for each in browsers:
+                each.get(path)  # warm
             times = []
-            for _ in range(args.repeat):
+            cpu = server_cpu(server)
+            for i in range(args.repeat):
                 started = time.perf_counter()
-                answer = browser.get(path)
+                answer = browsers[i % len(browsers)].get(path)
                 times.append((time.perf_counter() - started) * 1000)
                 assert answer.status_code == 200, (name, answer.status_code, answer.text[:300])
+            cpu = server_cpu(server) - cpu
             times.sort()
             results[name] = {
                 "p50_ms": round(times[len(times) // 2], 1),
                 "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1),
                 "max_ms": round(times[-1], 1),
+                "server_cpu_ms": round(cpu * 1000 / args.repeat, 1),
                 "bytes": len(answer.content),
             }
             print(f"{name:28} {results[name]}")
@@ -150,6 +190,12 @@ def main() -> None:
         result = {
             "jobs": args.jobs,
             "runs": args.runs,
+            "api_processes": n,
+            # 1, 5 and 15 minute load averages before and after the pages (2 cores)
+            "load_average": [
+                [round(x, 2) for x in load_before],
+                [round(x, 2) for x in os.getloadavg()],
+            ],
             "seeded_in_s": round(seeded, 1),
             "pages": results,
             "source": subprocess.run(
@@ -157,7 +203,7 @@ def main() -> None:
             ).stdout.strip(),
         }
         assert page.status_code == 200
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        Path(out).write_text(json.dumps(result, indent=2))
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)

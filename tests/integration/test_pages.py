@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -176,3 +177,35 @@ def test_pages_name_the_workspace_mark_interactive_jobs_and_show_rows_and_previo
     assert rows and rows.group(1).startswith("7 ") and "page_rows" in rows.group(1), page
     previous = re.search(r"<th>previous run</th><td>(.*?)</td>", page, re.S)
     assert previous and f"/runs/{first['id']}" in previous.group(1), page
+
+
+def test_the_timeline_carries_the_windows_runs_as_compact_rows(srv: Server) -> None:
+    run = srv.wait_run(srv.start_run("greet", parameters={"greeting": "hi"})["id"])
+    browser, _, _ = sign_in(srv)
+    page = browser.get(f"/w/{srv.ws_id}/timeline")
+    assert page.status_code == 200
+    found = re.search(r'<script type="application/json" id="gantt-data">(.*?)</script>', page.text)
+    assert found, page.text[:500]
+    gantt = json.loads(found.group(1))
+    assert gantt["end"] - gantt["start"] == 24 * 3600 * 1000
+    (row,) = [r for r in gantt["runs"] if r[6] == run["id"]]
+    job, number, status, created, started, finished, _ = row
+    assert gantt["jobs"][job] == run["job_ref"] and number == run["number"]
+    assert gantt["statuses"][status] == "completed"
+    assert 0 < created <= started <= finished <= gantt["end"] - gantt["start"]
+    assert 'id="capped"' not in page.text
+
+
+def test_the_log_stream_replays_an_ended_runs_lines_then_ends(srv: Server) -> None:
+    run = srv.wait_run(srv.start_run("greet", parameters={"greeting": "streamed"})["id"])
+    path = f"/w/{srv.ws_id}/runs/{run['id']}/log-stream"
+    anon = httpx.get(f"{srv.url}{path}")
+    assert anon.status_code == 303 and anon.headers["location"].startswith("/ui/login")
+    browser, _, _ = sign_in(srv)
+    stream = browser.get(path)
+    assert stream.status_code == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert "event: log" in stream.text and "streamed" in stream.text
+    assert stream.text.endswith("event: end\ndata: {}\n\n")
+    assert browser.get(f"/w/{srv.ws_id}/runs/{uuid.uuid4()}/log-stream").status_code == 404
+    assert browser.get(f"/w/nope/runs/{run['id']}/log-stream").status_code == 404

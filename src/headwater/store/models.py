@@ -143,6 +143,10 @@ class Run(Base):
         Index("ix_runs_lease", "lease_expires_at"),
         # a job's runs newest first (its page, `run ls --job`)
         Index("ix_runs_job_created", "job_id", "created_at"),
+        # runs that ended since a time, and runs not ended (NULL): the timeline. Not led
+        # by workspace_id: SQLite, without statistics, would take it for any query by
+        # workspace and job alike (a job's run count read every run)
+        Index("ix_runs_finished", "finished_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))

@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.staticfiles import StaticFiles
 
@@ -39,6 +40,7 @@ from headwater.api.routes.logs import follow
 from headwater.core.access import Action, Scope, allows
 from headwater.core.policy import is_served
 from headwater.core.states import TERMINAL, RunStatus
+from headwater.store.views import TIMELINE_RUNS
 from headwater.workspace import triggers
 
 COOKIE = "headwater_session"
@@ -660,8 +662,8 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
             active=RunStatus(run["status"]) not in TERMINAL,
         )
 
-    @r.get("/w/{ws}/runs/{run_id}/log-stream")
-    async def log_stream(ws: str, run_id: str, request: Request, after: int = -1) -> Any:
+    def log_stream_refusal(ws: str, run_id: str, request: Request) -> Response | None:
+        """Why the log stream is not for this request (no session, no such run), or None."""
         who = viewer(request)
         if not isinstance(who, Viewer):
             return who
@@ -669,6 +671,15 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         run = store.get_run(run_id)
         if run is None or run["workspace_id"] != ws:
             return message("No such run", f"No run {run_id}.", 404, who, ws)
+        return None
+
+    @r.get("/w/{ws}/runs/{run_id}/log-stream")
+    async def log_stream(ws: str, run_id: str, request: Request, after: int = -1) -> Any:
+        # async for the stream; the session and run are read in the thread pool, as the
+        # stream's own reads are, so a slow database never stalls the event loop
+        refusal = await run_in_threadpool(log_stream_refusal, ws, run_id, request)
+        if refusal is not None:
+            return refusal
         return StreamingResponse(
             follow_log(ctx, run_id, after, request),
             media_type="text/event-stream",
@@ -695,28 +706,27 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         hours = max(1, min(hours, 24 * 14))
         end = datetime.now(UTC)
         start = end - timedelta(hours=hours)
-        # compact rows (a page carries thousands): [job index, number, status, created,
-        # started, finished, id], times in epoch milliseconds
-        jobs: dict[str, int] = {}
-        bars = []
-        for x in store.runs_between(ws, start, end):
-            index = jobs.setdefault(x["job_ref"], len(jobs))
-            bars.append(
-                [
-                    index,
-                    x["number"],
-                    x["status"],
-                    _ms(x["created_at"]),
-                    _ms(x["started_at"]),
-                    _ms(x["finished_at"]),
-                    x["id"],
-                ]
-            )
+        runs, more = store.runs_between(ws, start, end, TIMELINE_RUNS)
+        # compact rows (a page carries thousands): [job, number, status, created, started,
+        # finished, id], job and status as indexes into their lists, times in milliseconds
+        # after `start` (None: not yet); jobs by name, so a job keeps its row
+        jobs = sorted({x[1] for x in runs})
+        job_at = {ref: i for i, ref in enumerate(jobs)}
+        status_at = {s: i for i, s in enumerate(STATUSES)}
+        bars = [[job_at[j], n, status_at[s], c, b, f, i] for i, j, n, s, c, b, f in runs]
         return render(
             "timeline.html",
             **base(request, who, ws, "timeline", f"Timeline · {workspace_name(ws)}"),
             hours=hours,
-            gantt={"start": _ms(start), "end": _ms(end), "jobs": list(jobs), "runs": bars},
+            shown=len(bars),
+            more=more,
+            gantt={
+                "start": _ms(start),
+                "end": _ms(end),
+                "jobs": jobs,
+                "statuses": STATUSES,
+                "runs": bars,
+            },
         )
 
     def settings_page(

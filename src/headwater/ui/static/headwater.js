@@ -58,25 +58,32 @@
     const el = document.getElementById("gantt");
     const t = data("gantt-data");
     if (!el || !t || !window.echarts) return;
-    // rows: [job index, number, status, created, started, finished, id] (epoch ms)
+    // rows: [job, number, status, created, started, finished, id]: job and status index
+    // t.jobs and t.statuses, times are milliseconds after t.start (null: not yet)
     const jobs = t.jobs;
+    const at = (ms) => (ms === null ? null : t.start + ms);
     const bars = [];
     t.runs.forEach((r) => {
-      const started = r[4] || t.end;
-      bars.push({job: r[0], number: r[1], status: r[2], from: r[3], to: started, id: r[6], queued: true});
-      if (r[4]) bars.push({job: r[0], number: r[1], status: r[2], from: r[4], to: r[5] || t.end, id: r[6], queued: false});
+      const status = t.statuses[r[2]], created = at(r[3]), started = at(r[4]);
+      bars.push({job: r[0], number: r[1], status: status, from: created, to: started || t.end, id: r[6], queued: true});
+      if (started) bars.push({job: r[0], number: r[1], status: status, from: started, to: at(r[5]) || t.end, id: r[6], queued: false});
     });
     // open on the span that holds runs (at least ten minutes); the slider reaches the rest
-    const first = t.runs.reduce((m, r) => Math.min(m, r[3]), t.end);
+    const first = t.runs.reduce((m, r) => Math.min(m, at(r[3])), t.end);
     const from = Math.max(t.start, Math.min(first, t.end - 600e3) - 30e3);
+    // past ROWS jobs their names would overlap: a slider on the right scrolls the rows
+    const ROWS = 30, many = jobs.length > ROWS;
     const chart = echarts.init(el);
     chart.setOption({animation: false,
       tooltip: {formatter: (p) => `${jobs[p.data.job]} #${p.data.number} ${p.data.status}`},
-      grid: {left: 220, right: 20, top: 20, bottom: 70},
+      grid: {left: 220, right: many ? 40 : 20, top: 20, bottom: 70},
       xAxis: {type: "time", min: t.start, max: t.end},
-      yAxis: {type: "category", data: jobs, axisLabel: {width: 200, overflow: "truncate"}},
+      yAxis: {type: "category", data: jobs, inverse: true, axisLabel: {width: 200, overflow: "truncate"}},
       dataZoom: [{type: "inside", startValue: from, endValue: t.end},
-        {type: "slider", height: 18, bottom: 10, startValue: from, endValue: t.end}],
+        {type: "slider", height: 18, bottom: 10, startValue: from, endValue: t.end}].concat(many
+        ? [{type: "slider", yAxisIndex: 0, width: 14, right: 8, top: 20, bottom: 70,
+          startValue: 0, endValue: ROWS - 1, showDetail: false, filterMode: "weakFilter"}]
+        : []),
       series: [{type: "custom", encode: {x: [1, 2], y: 0},
         renderItem: (params, api) => {
           const y = api.value(0), a = api.coord([api.value(1), y]), b = api.coord([api.value(2), y]);
