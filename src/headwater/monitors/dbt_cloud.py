@@ -61,6 +61,9 @@ TURN_S = 0.5
 """How often new, cancelled and due runs are looked for."""
 MAX_IN_FLIGHT = 200
 """HTTP requests to dbt Cloud at once, across every watch."""
+MAX_FIRING = 50
+"""Runs fired (or resumed after a restart) at once: more only queue their store work ahead
+of the polls' (the loop's thread pool is shared) and hold their rows meanwhile."""
 BATCH_MIN = 20
 """A dbt Cloud job watched this many times at once is polled through its list of active
 runs (100 a page): 10,000 watches cost 100 requests a poll interval, not 10,000."""
@@ -182,13 +185,17 @@ class DbtCloudMonitor:
         jobs = await asyncio.to_thread(self.store.active_jobs_cached, self.ws_id)
         if not self._watches and not any(j["job_type"] == EXTERNAL_TYPE for j in jobs):
             return  # no dbt Cloud job: nothing to look for
-        pending = await asyncio.to_thread(
-            self.store.external_runs, self.ws_id, (RunStatus.PENDING,)
-        )
-        for run in pending:
-            if run["id"] not in self._firing:
-                self._firing.add(run["id"])
-                self._spawn(self._fire(run))
+        if len(self._firing) < MAX_FIRING:
+            # the oldest first; those being fired are still pending and among them
+            pending = await asyncio.to_thread(
+                self.store.external_runs, self.ws_id, (RunStatus.PENDING,), MAX_FIRING
+            )
+            for run in pending:
+                if len(self._firing) >= MAX_FIRING:
+                    break
+                if run["id"] not in self._firing:
+                    self._firing.add(run["id"])
+                    self._spawn(self._fire(run))
         cancelling = await asyncio.to_thread(
             self.store.external_runs, self.ws_id, (RunStatus.CANCELLING,)
         )
@@ -260,7 +267,8 @@ class DbtCloudMonitor:
 
     async def _fire(self, run: dict[str, Any]) -> None:
         try:
-            job = await asyncio.to_thread(self.store.get_job, run["job_id"])
+            # cached: one job's runs fired together share its row (and its job_ref)
+            job = await asyncio.to_thread(self.store.get_job_cached, run["job_id"])
             assert job is not None
             try:
                 settings, client = self._for_job(job)
@@ -454,14 +462,19 @@ class DbtCloudMonitor:
     async def _resume(self) -> None:
         """After a restart: every live watch goes on; an intent without a run id is looked
         up by its cause (posted again only when dbt Cloud has no such run)."""
+        gate = asyncio.Semaphore(MAX_FIRING)
         for row in await asyncio.to_thread(self.store.live_watches, self.ws_id):
             self._firing.add(row["run_id"])
-            self._spawn(self._resume_one(row))
+            self._spawn(self._resume_one(row, gate))
 
-    async def _resume_one(self, row: dict[str, Any]) -> None:
+    async def _resume_one(self, row: dict[str, Any], gate: asyncio.Semaphore) -> None:
+        async with gate:
+            await self._resume_watch(row)
+
+    async def _resume_watch(self, row: dict[str, Any]) -> None:
         run_id = row["run_id"]
         try:
-            job = await asyncio.to_thread(self.store.get_job, row["job_id"])
+            job = await asyncio.to_thread(self.store.get_job_cached, row["job_id"])
             assert job is not None
             settings, client = self._for_job(job)
             if row["dbt_run_id"] is None:
