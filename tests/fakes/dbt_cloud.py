@@ -128,7 +128,7 @@ def _render(run: dict[str, Any]) -> dict[str, Any]:
 def _advance(run: dict[str, Any]) -> dict[str, Any]:
     """The run with its status moved on by its job's plan."""
     if run["status"] not in (10, 20, 30) and not run.get("frozen"):
-        plan = STATE.plans.get(run["job_definition_id"], Plan())
+        plan = STATE.plans.get(run["job_definition_id"]) or Plan()
         age = time.time() - run["_created"]
         if age >= plan.queued + plan.starting + plan.running:
             run["status"] = plan.outcome
@@ -251,9 +251,11 @@ async def list_runs(request: Request) -> Response:
     q = request.query_params
     if len(q.getlist("status__in")) > 1 or len(q.getlist("include_related")) > 1:
         return error(400, "status__in and include_related take one JSON list")
-    runs = [r for r in STATE.runs.values() if r["account_id"] == _account(request)]
+    account = _account(request)
+    runs = [r for r in STATE.runs.values() if r["account_id"] == account]
     if "job_definition_id" in q:
-        runs = [r for r in runs if r["job_definition_id"] == int(q["job_definition_id"])]
+        job_id = int(q["job_definition_id"])
+        runs = [r for r in runs if r["job_definition_id"] == job_id]
     # filtered and sorted on the stored runs; only the page is rendered (a bench lists
     # 10,000 runs a hundred times a poll interval)
     runs = [_advance(r) for r in runs]
