@@ -61,10 +61,16 @@ TURN_S = 0.5
 """How often new, cancelled and due runs are looked for."""
 MAX_IN_FLIGHT = 200
 """HTTP requests to dbt Cloud at once, across every watch."""
+MAX_FIRING = 50
+"""Runs fired (or resumed after a restart) at once: more only queue their store work ahead
+of the polls' (the loop's thread pool is shared) and hold their rows meanwhile."""
 BATCH_MIN = 20
 """A dbt Cloud job watched this many times at once is polled through its list of active
 runs (100 a page): 10,000 watches cost 100 requests a poll interval, not 10,000."""
 PAGE = 100
+PAGES_AT_ONCE = 10
+"""Pages of one job's list requested at once: a poll of 10,000 runs takes 10 round trips,
+not 100."""
 LOOKUP_SLACK = timedelta(seconds=60)
 """A run found by cause counts when created this long before the intent, at most (clocks)."""
 
@@ -83,6 +89,8 @@ class Watch:
     due: float = 0.0
     """When the next poll is due (monotonic): polls keep their cadence, whatever a poll
     and its writes took."""
+    ending: bool = False
+    """Its end (artifacts, the run's last state) is being written: not polled again."""
 
 
 class DbtCloudMonitor:
@@ -118,8 +126,9 @@ class DbtCloudMonitor:
         self._next_line: dict[str, int] = {}
         self._statuses: dict[str, int] = {}
         """Last statuses seen and not yet stored."""
-        self._batching: set[tuple[int, int]] = set()
-        """Jobs whose active runs are being listed (a batch poll in flight)."""
+        self._batching: dict[tuple[int, int], list[Watch]] = {}
+        """Jobs whose active runs are being listed (a batch poll in flight), with the watches
+        that came due meanwhile."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -182,13 +191,17 @@ class DbtCloudMonitor:
         jobs = await asyncio.to_thread(self.store.active_jobs_cached, self.ws_id)
         if not self._watches and not any(j["job_type"] == EXTERNAL_TYPE for j in jobs):
             return  # no dbt Cloud job: nothing to look for
-        pending = await asyncio.to_thread(
-            self.store.external_runs, self.ws_id, (RunStatus.PENDING,)
-        )
-        for run in pending:
-            if run["id"] not in self._firing:
-                self._firing.add(run["id"])
-                self._spawn(self._fire(run))
+        if len(self._firing) < MAX_FIRING:
+            # the oldest first; those being fired are still pending and among them
+            pending = await asyncio.to_thread(
+                self.store.external_runs, self.ws_id, (RunStatus.PENDING,), MAX_FIRING
+            )
+            for run in pending:
+                if len(self._firing) >= MAX_FIRING:
+                    break
+                if run["id"] not in self._firing:
+                    self._firing.add(run["id"])
+                    self._spawn(self._fire(run))
         cancelling = await asyncio.to_thread(
             self.store.external_runs, self.ws_id, (RunStatus.CANCELLING,)
         )
@@ -205,12 +218,15 @@ class DbtCloudMonitor:
             if watch is not None and watch.due == at and run_id not in self._cancelling:
                 due.append(watch)
         for key, group in self._by_job(due).items():
-            watched = [w for w in self._watches.values() if _job_key(w) == key]
-            if len(watched) >= BATCH_MIN and key not in self._batching:
+            if key in self._batching:  # seen by the list in flight, or polled after it
+                self._batching[key] += group
+                continue
+            watched = [w for w in self._watches.values() if _job_key(w) == key and not w.ending]
+            if len(watched) >= BATCH_MIN:
                 # the whole job at once: every watch of it is seen in the same pages
-                self._batching.add(key)
+                self._batching[key] = []
                 self._spawn(self._poll_job(key, watched))
-            elif key not in self._batching:
+            else:
                 for watch in group:
                     self._spawn(self._poll(watch))
         await self._flush()
@@ -260,7 +276,8 @@ class DbtCloudMonitor:
 
     async def _fire(self, run: dict[str, Any]) -> None:
         try:
-            job = await asyncio.to_thread(self.store.get_job, run["job_id"])
+            # cached: one job's runs fired together share its row (and its job_ref)
+            job = await asyncio.to_thread(self.store.get_job_cached, run["job_id"])
             assert job is not None
             try:
                 settings, client = self._for_job(job)
@@ -454,14 +471,19 @@ class DbtCloudMonitor:
     async def _resume(self) -> None:
         """After a restart: every live watch goes on; an intent without a run id is looked
         up by its cause (posted again only when dbt Cloud has no such run)."""
+        gate = asyncio.Semaphore(MAX_FIRING)
         for row in await asyncio.to_thread(self.store.live_watches, self.ws_id):
             self._firing.add(row["run_id"])
-            self._spawn(self._resume_one(row))
+            self._spawn(self._resume_one(row, gate))
 
-    async def _resume_one(self, row: dict[str, Any]) -> None:
+    async def _resume_one(self, row: dict[str, Any], gate: asyncio.Semaphore) -> None:
+        async with gate:
+            await self._resume_watch(row)
+
+    async def _resume_watch(self, row: dict[str, Any]) -> None:
         run_id = row["run_id"]
         try:
-            job = await asyncio.to_thread(self.store.get_job, row["job_id"])
+            job = await asyncio.to_thread(self.store.get_job_cached, row["job_id"])
             assert job is not None
             settings, client = self._for_job(job)
             if row["dbt_run_id"] is None:
@@ -516,49 +538,65 @@ class DbtCloudMonitor:
         await self._observe(watch, dbt_run)
 
     async def _poll_job(self, key: tuple[int, int], watches: list[Watch]) -> None:
-        """Poll every watch of one dbt Cloud job through the job's active runs, a page of
-        100 at a time; a watch not listed (it ended, or a page moved under the listing) is
-        read on its own. Each watch keeps its own cadence from this poll on."""
+        """Poll every watch of one dbt Cloud job through the job's active runs, 100 a page,
+        PAGES_AT_ONCE pages at a time; each watch is seen as its page comes, and keeps its
+        own cadence from this poll on. A watch not listed (it ended, or a page moved under
+        the listing) is read on its own, as is one that came due meanwhile and was not in
+        the list's watches."""
         client, dbt_job = watches[0].client, key[1]
-        wanted = {w.dbt_run_id for w in watches}
-        seen: dict[int, dict[str, Any]] = {}
+        by_id = {w.dbt_run_id: w for w in watches}
+        seen: set[int] = set()
         started = time.monotonic()
         try:
-            offset = 0
+            offset, pages_left = 0, -(-len(by_id) // PAGE)  # at least the watches' pages
             while True:
-                page = await self._call(
-                    client.list_runs,
-                    dbt_job,
-                    list(ACTIVE_STATUSES),
-                    order_by="id",
-                    limit=PAGE,
-                    offset=offset,
+                wave = max(1, min(PAGES_AT_ONCE, pages_left))
+                pages = await asyncio.gather(
+                    *(
+                        self._call(
+                            client.list_runs,
+                            dbt_job,
+                            list(ACTIVE_STATUSES),
+                            order_by="id",
+                            limit=PAGE,
+                            offset=offset + i * PAGE,
+                        )
+                        for i in range(wave)
+                    )
                 )
-                seen.update((int(r["id"]), r) for r in page if int(r["id"]) in wanted)
-                offset += len(page)
-                if len(page) < PAGE or len(seen) == len(wanted):
+                for page in pages:
+                    for dbt_run in page:
+                        watch = by_id.get(int(dbt_run["id"]))
+                        if watch is not None and watch.dbt_run_id not in seen:
+                            seen.add(watch.dbt_run_id)
+                            await self._seen(watch, dbt_run, started)
+                offset, pages_left = offset + wave * PAGE, pages_left - wave
+                if len(seen) == len(by_id) or any(len(page) < PAGE for page in pages):
                     break
         except DbtCloudError as ex:
             log.warning("listing the runs of dbt Cloud job %s failed: %s", dbt_job, ex)
-            for watch in watches:  # each on its own, as a small job's are
-                self._spawn(self._poll(watch))
-            return
         finally:
-            self._batching.discard(key)
-        for watch in watches:
-            if watch.run_id not in self._watches:
-                continue
-            dbt_run = seen.get(watch.dbt_run_id)
-            if dbt_run is None:
+            came_due = self._batching.pop(key, [])
+        # each on its own, as a small job's are
+        for watch in [*watches, *(w for w in came_due if w.dbt_run_id not in by_id)]:
+            if watch.dbt_run_id not in seen and watch.run_id in self._watches and not watch.ending:
                 self._spawn(self._poll(watch))
-                continue
-            watch.due = started  # the cadence restarts at this poll for the whole job
+
+    async def _seen(self, watch: Watch, dbt_run: dict[str, Any], started: float) -> None:
+        """A watch shown in a list of its job's runs."""
+        if watch.run_id not in self._watches or watch.ending:
+            return
+        watch.due = started  # the cadence restarts at this poll for the whole job
+        if int(dbt_run["status"]) in TERMINAL_STATUSES or self.clock() >= watch.deadline:
+            # its end fetches artifacts or cancels: the rest of the list does not wait
+            self._spawn(self._observe(watch, dbt_run))
+        else:
             await self._observe(watch, dbt_run)
 
     async def _observe(self, watch: Watch, dbt_run: dict[str, Any] | None) -> None:
         """What one poll saw of a watched run (None: the poll failed)."""
         interval = float(watch.settings.get("poll_interval") or 30)
-        if watch.run_id not in self._watches:
+        if watch.run_id not in self._watches or watch.ending:
             return
         if dbt_run is not None:
             status = int(dbt_run["status"])
@@ -570,9 +608,11 @@ class DbtCloudMonitor:
                     f"dbt Cloud run {watch.dbt_run_id}: {STATUS_NAMES.get(status, status)}",
                 )
             if status in TERMINAL_STATUSES:
+                watch.ending = True
                 await self._finish(watch, dbt_run)
                 return
         if self.clock() >= watch.deadline:
+            watch.ending = True
             await self._time_out(watch)
             return
         self._schedule(watch, interval)
