@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from headwater.core import leases
+from headwater.core.specs import LogLine
 from headwater.core.states import RunStatus
 from headwater.store.store import Store
 from headwater.worker.remote_dispatch import DISPATCH_LEASES, RemoteDispatcher
@@ -103,8 +104,8 @@ def test_a_heartbeat_renews_leases_and_names_those_lost(store: Store, ws: str) -
 
 
 def test_a_worker_that_lost_its_attempt_cannot_write_its_outcome(store: Store, ws: str) -> None:
-    store.register_worker("w1", host="h1", pid=1, pools=["default"], slots=1, now=T0)
-    run = pending_runs(store, ws, 1)[0]
+    store.register_worker("w1", host="h1", pid=1, pools=["default"], slots=2, now=T0)
+    run, other = pending_runs(store, ws, 2)
     dispatch(store)
     taken = store.take_run(run["id"], 1, "w1", now=T0)
     assert taken is not None
@@ -126,6 +127,24 @@ def test_a_worker_that_lost_its_attempt_cannot_write_its_outcome(store: Store, w
         [(run["id"], RunStatus.RUNNING, {})], fences={run["id"]: ("w2", 2)}
     )
     assert again[0] is not None
+    # nor its log lines, while w2's go in (one write holding both)
+    refused = store.append_logs(
+        {run["id"]: (0, [line("w1 late")]), other["id"]: (0, [line("free")])},
+        {run["id"]: ("w1", 1)},
+    )
+    assert refused == {run["id"]}
+    assert store.append_logs({run["id"]: (0, [line("w2 on")])}, {run["id"]: ("w2", 2)}) == set()
+    assert [r["content"] for r in store.read_logs(run["id"])] == ["w2 on"]
+    assert [r["content"] for r in store.read_logs(other["id"])] == ["free"]
+    # once the run ended, not even its holder adds lines
+    store.transition_many([(run["id"], RunStatus.COMPLETED, {})], fences={run["id"]: ("w2", 2)})
+    assert store.append_logs({run["id"]: (1, [line("after")])}, {run["id"]: ("w2", 2)}) == {
+        run["id"]
+    }
+
+
+def line(text: str) -> LogLine:
+    return LogLine(text, "user", "run", "stdout", T0)
 
 
 def test_the_reaper_sends_again_cancels_and_ends_lost_runs(store: Store, ws: str) -> None:

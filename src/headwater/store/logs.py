@@ -8,30 +8,47 @@ from headwater.core.specs import LogLine
 from headwater.store import notify
 from headwater.store.base import StoreBase
 from headwater.store.db import write
-from headwater.store.sql import INSERT_LOG_LINES, LAST_LINE_NUM, LOGS_AFTER
+from headwater.store.sql import HOLDERS_OF_RUNS, INSERT_LOG_LINES, LAST_LINE_NUM, LOGS_AFTER
 
 
 class Logs(StoreBase):
-    def append_logs(self, batches: dict[str, tuple[int, list[LogLine]]]) -> None:
-        """Insert log lines; `batches` maps run id to (first line number, lines)."""
-        rows = [
-            dict(
-                run_id=run_id,
-                line_num=first + i,
-                content=line.content,
-                source=line.source,
-                stage=line.stage,
-                io_stream=line.io_stream,
-                reported_at=line.reported_at,
-            )
-            for run_id, (first, lines) in batches.items()
-            for i, line in enumerate(lines)
-        ]
-        if not rows:
-            return
+    def append_logs(
+        self,
+        batches: dict[str, tuple[int, list[LogLine]]],
+        fences: dict[str, tuple[str, int]] | None = None,
+    ) -> set[str]:
+        """Insert log lines; `batches` maps run id to (first line number, lines). A run in
+        `fences` (run id -> a remote worker's (worker, attempt)) gets its lines only while
+        it is live and that attempt is still the worker's: answers the runs whose lines
+        were refused (a worker that lost the run writes nothing of it)."""
+        refused: set[str] = set()
         with write(self.engine) as conn:
-            conn.execute(INSERT_LOG_LINES, rows)
-        self.notifier.notify(notify.LOGS)
+            if fences:
+                fenced = [r for r in batches if r in fences]
+                held = {
+                    row.id: (row.worker_id, row.attempt)
+                    for row in conn.execute(HOLDERS_OF_RUNS, {"b_ids": fenced})
+                }
+                refused = {r for r in fenced if held.get(r) != fences[r]}
+            rows = [
+                dict(
+                    run_id=run_id,
+                    line_num=first + i,
+                    content=line.content,
+                    source=line.source,
+                    stage=line.stage,
+                    io_stream=line.io_stream,
+                    reported_at=line.reported_at,
+                )
+                for run_id, (first, lines) in batches.items()
+                if run_id not in refused
+                for i, line in enumerate(lines)
+            ]
+            if rows:
+                conn.execute(INSERT_LOG_LINES, rows)
+        if rows:
+            self.notifier.notify(notify.LOGS)
+        return refused
 
     def next_line_num(self, run_id: str) -> int:
         with self.reader.connect() as conn:

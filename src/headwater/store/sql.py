@@ -299,6 +299,16 @@ def runs_page(
 # -- logs -----------------------------------------------------------------------------------
 
 INSERT_LOG_LINES = insert(L)
+HOLDERS_OF_RUNS = (
+    select(R.c.id, R.c.worker_id, R.c.attempt)
+    .where(
+        R.c.id.in_(bindparam("b_ids", expanding=True)),
+        R.c.status.in_([s.value for s in LIVE]),
+    )
+    .with_for_update(read=True)
+)
+"""Who holds each live run (worker, attempt), its row kept from changing until the
+transaction ends: a remote worker's log lines go in only while the attempt is its own."""
 LAST_LINE_NUM = select(func.max(L.c.line_num)).where(L.c.run_id == bindparam("b_run_id"))
 LOGS_AFTER = (
     select(L)

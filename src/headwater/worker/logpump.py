@@ -57,6 +57,11 @@ class RunLog:
     """The run will write no more lines (it never started): forget it once written."""
     tracker: dict[str, ExceptionTracker] = field(default_factory=dict)
     """Per output stream: the last exception it printed (for a failed run's reason)."""
+    fence: tuple[str, int] | None = None
+    """A remote worker's (worker, attempt): its lines are written only while the run's
+    attempt is still this worker's."""
+    refused: bool = False
+    """The store refused its lines (the worker lost the run): the rest are dropped."""
 
     def exception(self) -> str | None:
         found = [t.last for t in self.tracker.values() if t.last]
@@ -99,11 +104,18 @@ class LogPump:
         # the claimer flushes too (runs that could not start): one batch in flight at a time
         self._flush_lock = threading.Lock()
 
-    def open(self, run_id: str, secrets: list[str], first_line: int = 0) -> None:
+    def open(
+        self,
+        run_id: str,
+        secrets: list[str],
+        first_line: int = 0,
+        fence: tuple[str, int] | None = None,
+    ) -> None:
         """Start a run's log (a run just claimed has written no line yet; a retry's lines
-        follow its earlier attempts', from `first_line`)."""
+        follow its earlier attempts', from `first_line`); a remote worker's is fenced by
+        its (worker, attempt)."""
         with self._lock:
-            self.runs[run_id] = RunLog(mask=Masker(secrets) or None)
+            self.runs[run_id] = RunLog(mask=Masker(secrets) or None, fence=fence)
             self.runs[run_id].next_num = first_line
 
     def get(self, run_id: str) -> RunLog | None:
@@ -154,6 +166,8 @@ class LogPump:
             self._buffer(rl, line)
 
     def _buffer(self, rl: RunLog, line: LogLine) -> None:
+        if rl.refused:  # the run is no longer this worker's
+            return
         rl.pending.append(line)
         self.buffered[0] += 1
         self.buffered[1] += _size(line)
@@ -185,7 +199,10 @@ class LogPump:
         with self._lock:
             batches: dict[str, tuple[int, list[LogLine]]] = {}
             taken: dict[str, tuple[int, int]] = {}  # run -> (pending lines, lost reported)
+            fences: dict[str, tuple[str, int]] = {}
             for run_id, rl in self.runs.items():
+                if rl.fence is not None:
+                    fences[run_id] = rl.fence
                 lines = list(rl.pending)
                 if rl.lost:
                     lines.append(
@@ -200,7 +217,7 @@ class LogPump:
         if not batches:
             return True
         try:
-            self.store.append_logs(batches)
+            refused = self.store.append_logs(batches, fences or None)
         except IntegrityError as ex:
             # not a passing condition: the store holds some of these line numbers already
             # (a write that committed, then failed): number on from what it holds
@@ -239,6 +256,12 @@ class LogPump:
                 kept = self.runs.get(run_id)
                 if kept is None:
                     continue
+                if run_id in refused and not kept.refused:
+                    kept.refused = True
+                    log.warning(
+                        "run %s is no longer this worker's attempt: its log lines are dropped",
+                        run_id,
+                    )
                 written = kept.pending[:n]
                 del kept.pending[:n]
                 kept.next_num += len(batches[run_id][1])

@@ -188,17 +188,11 @@ class RemoteWorker:
             done.set()
 
     def _fail(self, run: dict[str, Any], reason: str) -> None:
-        self.store.append_logs(
-            {
-                run["id"]: (
-                    self.store.next_line_num(run["id"]),
-                    [LogLine(reason, "runner", "run", "stderr", datetime.now(UTC))],
-                )
-            }
-        )
+        fence = {run["id"]: (self.name, int(run["attempt"]))}
+        line = LogLine(reason, "runner", "run", "stderr", datetime.now(UTC))
+        self.store.append_logs({run["id"]: (self.store.next_line_num(run["id"]), [line])}, fence)
         self.store.transition_many(
-            [(run["id"], RunStatus.FAILED, {"reason": reason})],
-            fences={run["id"]: (self.name, int(run["attempt"]))},
+            [(run["id"], RunStatus.FAILED, {"reason": reason})], fences=fence
         )
 
     # -- heartbeat ----------------------------------------------------------------------

@@ -253,7 +253,8 @@ class Supervisor:
         starter = self.launchers.pick()
         attempt = int(run.get("attempt") or 1)
         first = self.store.next_line_num(run["id"]) if attempt > 1 else 0
-        self.logs.open(run["id"], secrets, first)
+        fence = (self.worker_id, attempt) if self.fenced else None
+        self.logs.open(run["id"], secrets, first, fence)
         if attempt > 1:
             retry_policy = run.get("retry_policy") or {}
             self.logs.runner_line(
