@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +334,141 @@ def delete_queue(name: str) -> None:
 
     with Connection(AMQP_URL, connect_timeout=3) as conn:
         Queue(name, channel=conn.channel()).delete()
+
+
+@contextmanager
+def new_pg_database(prefix: str = "hw_it") -> Iterator[str]:
+    """A PostgreSQL database of the test's own (skipped on a laptop without PostgreSQL,
+    failed in CI), dropped after."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from tests.store.conftest import PG_URL, _admin_dsn, require_postgres
+
+    require_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class RemoteServer(Server):
+    """`headwater up` on PostgreSQL with `--executor celery`, and `headwater worker`s each in
+    a folder of its own (no shared files): the same helpers as `Server`, every run on a
+    remote worker. Workers serve the `default` pool, emptied of earlier tests' messages
+    first. A `kill()` or `stop()` then `start()` restarts the server; the workers go on."""
+
+    def __init__(
+        self,
+        workspace: Path,
+        *extra: str,
+        database: str,
+        workers: int = 1,
+        slots: int = 4,
+        broker: str = AMQP_URL,
+        lease_s: float = 3.0,
+        worker_args: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(
+            workspace,
+            "--db",
+            database,
+            "--executor",
+            "celery",
+            "--broker",
+            broker,
+            "--lease-seconds",
+            f"{lease_s:g}",
+            *extra,
+        )
+        self.database, self.broker, self.lease_s = database, broker, lease_s
+        self.n_workers, self.slots, self.worker_args = workers, slots, worker_args
+        self.workers: list[RemoteWorkerProcess] = []
+
+    def start(self, wait_warm: bool = True) -> RemoteServer:
+        if not self.workers and self.broker == AMQP_URL:
+            require_rabbitmq()
+            delete_queue("default")
+        super().start(wait_warm=False)
+        if not self.workers:
+            body = {"name": "test workers", "scope": "worker"}
+            key = str(self.post(f"{self.w}/api-keys", json=body)["key"])
+            for i in range(self.n_workers):
+                w = RemoteWorkerProcess(
+                    self.workspace.parent / f"worker-{self.port}-{i}",
+                    self,
+                    self.database,
+                    key,
+                    f"w{i}",
+                    "--slots",
+                    str(self.slots),
+                    "--lease-seconds",
+                    f"{self.lease_s:g}",
+                    *self.worker_args,
+                    broker=self.broker,
+                )
+                self.workers.append(w.start())
+            self.wait_for(
+                lambda: (
+                    sum(w["live"] for w in self.get(f"{self.w}/workers")["items"]) >= self.n_workers
+                ),
+                60,
+                "live workers",
+            )
+        if wait_warm:
+            self.wait_for(
+                lambda: all("warm launcher ready" in w.log() for w in self.workers),
+                60,
+                "the workers' warm launchers",
+            )
+        return self
+
+    def log(self) -> str:
+        return "\n".join(
+            [super().log(), *(f"--- worker {w.name}:\n{w.log()[-3000:]}" for w in self.workers)]
+        )
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.workers = []
+
+
+@contextmanager
+def remote_server(workspace: Path, *extra: str, **kw: Any) -> Iterator[RemoteServer]:
+    """A `RemoteServer` on a database of its own, all of it stopped and dropped after
+    (its start is the caller's)."""
+    with new_pg_database() as database:
+        srv = RemoteServer(workspace, *extra, database=database, **kw)
+        try:
+            yield srv
+        finally:
+            srv.stop_workers()
+            srv.stop()
+
+
+WHERE = ["local", "remote"]
+"""Where a module's runs go, for fixtures that test both: `headwater up`'s own worker
+(SQLite), or remote workers (`RemoteServer`: PostgreSQL and RabbitMQ)."""
+
+
+@contextmanager
+def served(
+    workspace: Path, where: str = "local", *extra: str, wait_warm: bool = True, **kw: Any
+) -> Iterator[Server]:
+    """A started `Server` (`where="local"`) or `RemoteServer` (`"remote"`), stopped after."""
+    if where == "remote":
+        with remote_server(workspace, *extra, **kw) as remote:
+            yield remote.start(wait_warm)
+        return
+    srv = Server(workspace, *extra).start(wait_warm)
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -14,7 +14,7 @@ import pytest
 
 from headwater.store.db import make_engine, sqlite_url
 from headwater.store.store import LogLine, Store
-from tests.integration.harness import Server
+from tests.integration.harness import WHERE, RemoteServer, Server, served
 
 pytestmark = pytest.mark.integration
 
@@ -54,14 +54,18 @@ __all__ = ["chatty", "leaky", "raiser"]
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=WHERE)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp("logs") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(WORKSPACE)
-    srv = Server(ws, "--max-log-lines", str(CAP)).start()
-    yield srv
-    srv.stop()
+    cap = ("--max-log-lines", str(CAP))
+    # on remote workers the cap is the worker's own setting
+    kw = {"worker_args": cap} if request.param == "remote" else {}
+    with served(ws, request.param, *cap, **kw) as srv:
+        yield srv
 
 
 def logs_path(srv: Server, run_id: str) -> str:
@@ -89,7 +93,10 @@ def rss_kb(pid: int, field: str) -> int:
 
 def test_a_big_log_is_answered_whole_in_pages_with_flat_memory(server: Server) -> None:
     run = server.wait_run(server.start_run("chatty", parameters={"lines": 3})["id"])
-    store = Store(make_engine(sqlite_url(server.workspace / ".headwater" / "headwater.db")))
+    database = sqlite_url(server.workspace / ".headwater" / "headwater.db")
+    if isinstance(server, RemoteServer):
+        database = server.database
+    store = Store(make_engine(database))
     first = store.next_line_num(run["id"])
     now = datetime.now(UTC)
     total, chunk = 300_000, 20_000

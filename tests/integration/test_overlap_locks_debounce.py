@@ -39,7 +39,8 @@ def customers():
     _load("customers")
 
 
-@run.job
+# a cancelled run gets a second, not the default 30 s, to stop
+@run.job(execute={"timeout": {"timeout": 3600, "grace_period": 1}})
 def slow():
     print("slow started", flush=True)
     time.sleep(60)

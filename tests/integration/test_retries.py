@@ -1,16 +1,18 @@
 """Retries on a real `headwater up`: a job failing twice then succeeding with retries=3, one
 run with its attempts; the backoff between attempts; `job.fail` chains only after the last
-attempt; a timed-out attempt retried; a crash retried across a SIGKILL of the server; a
-cancelled run never retried."""
+attempt; a timed-out attempt retried; a crash retried across a SIGKILL of the server (of
+the remote worker, on remote workers); a cancelled run never retried. Locally and on remote
+workers."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
-from tests.integration.harness import Server
+from tests.integration.harness import WHERE, RemoteServer, Server, served
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +57,8 @@ def slowpoke():
     print(f"slowpoke attempt {n} quick")
 
 
-@run.job
+# a cancelled run gets a second, not the default 30 s, to stop
+@run.job(execute={"timeout": {"timeout": 3600, "grace_period": 1}})
 def sleeper():
     n = _count("sleeper")
     print(f"sleeper attempt {n}", flush=True)
@@ -87,17 +90,16 @@ retry_delay = "1s"
 """
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=WHERE)
+def srv(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp("retries") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(WORKSPACE)
     (ws / "headwater.toml").write_text(CONFIG)
-    server = Server(ws).start()
-    try:
+    with served(ws, request.param) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def log(srv: Server, run_id: str) -> str:
@@ -149,15 +151,31 @@ def test_a_crash_is_retried_after_a_sigkill_of_the_server(srv: Server) -> None:
     started = srv.start_run("sleeper")
     srv.wait_for(lambda: "sleeper attempt 1" in log(srv, started["id"]), 30, "attempt 1")
     srv.kill()
-    srv.start()
+    if isinstance(srv, RemoteServer):
+        # a remote run outlives its server: the crash is its worker's (SIGKILL, then the
+        # host comes back and starts it again under its name)
+        (worker,) = srv.workers
+        worker.signal(signal.SIGKILL)
+        assert worker.proc is not None
+        worker.proc.wait()
+        srv.start()
+        worker.start()
+    else:
+        srv.start()
     run = srv.wait_run(started["id"], timeout=90)
     assert run["status"] == "completed", log(srv, run["id"])
     assert run["attempt"] == 2
-    assert run["attempts"][0]["reason"].startswith("runtime lost")
+    lost = "worker lost" if isinstance(srv, RemoteServer) else "runtime lost"
+    assert run["attempts"][0]["reason"].startswith(lost), run["attempts"]
 
 
 def test_a_cancelled_run_is_never_retried(srv: Server) -> None:
-    (srv.workspace / "sleeper.count").unlink(missing_ok=True)
+    folders = [w.home for w in srv.workers] if isinstance(srv, RemoteServer) else []
+    for count in [
+        srv.workspace / "sleeper.count",
+        *(p for f in folders for p in f.rglob("sleeper.count")),
+    ]:
+        count.unlink(missing_ok=True)
     started = srv.start_run("sleeper")
     srv.wait_for(lambda: "sleeper attempt 1" in log(srv, started["id"]), 30, "attempt 1")
     srv.post(f"{srv.w}/job-runs/{started['id']}/-cancel")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.harness import HERE, Server, copy_workspace
+from tests.integration.harness import HERE, RemoteServer, Server, copy_workspace, remote_server
 
 pytestmark = pytest.mark.integration
 
@@ -16,6 +16,7 @@ LAYOUTS = {
     "single-process": (),
     "separate-worker": ("--separate-worker",),
     "two-api-processes": ("--api-processes", "2"),
+    "remote-workers": (),
 }
 
 
@@ -24,12 +25,16 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """Every test runs against each layout: one process; the API beside a forked worker
-    process (chains, cancels, log follows and deploys then cross the wake bridge); and
-    two API processes on one port beside the worker process (each request may land on
-    either)."""
+    process (chains, cancels, log follows and deploys then cross the wake bridge); two API
+    processes on one port beside the worker process (each request may land on either);
+    and the server on PostgreSQL sending every run through RabbitMQ to two `headwater
+    worker`s, each in a folder of its own."""
     ws = copy_workspace(HERE / "workspace", tmp_path_factory.mktemp("rt") / "ws")
-    extra = LAYOUTS[request.param]
-    srv = Server(ws, *extra).start()
+    if request.param == "remote-workers":
+        with remote_server(ws, workers=2) as remote:
+            yield remote.start()
+        return
+    srv = Server(ws, *LAYOUTS[request.param]).start()
     yield srv
     srv.stop()
 
@@ -188,8 +193,11 @@ def test_cancel_of_pending_run_ends_it_at_once(server: Server) -> None:
 
 def test_runs_get_a_workspace_local_data_directory(server: Server) -> None:
     run = server.wait_run(server.start_run("where")["id"])
-    expected = str(server.workspace / ".headwater" / "data")
-    assert f"data_dir={expected}" in server.user_output(run["id"])
+    homes = [server.workspace]
+    if isinstance(server, RemoteServer):  # the folder of the worker that ran it
+        homes = [w.home for w in server.workers]
+    expected = {f"data_dir={home / '.headwater' / 'data'}" for home in homes}
+    assert expected & set(server.user_output(run["id"]))
 
 
 def test_profile_passes_through_to_the_launcher(server: Server) -> None:
@@ -395,7 +403,12 @@ def test_a_run_of_the_workspace_folder_names_stable_stand_ins_and_dlts_profile(
     # no package was uploaded: the ids are the same stand-ins for every run
     assert first["deployment_id"] == second["deployment_id"]
     assert first["configuration_id"] == second["configuration_id"]
-    assert server.get(f"{server.w}/deployments")["total"] == 0
+    listed = [d["id"] for d in server.get(f"{server.w}/deployments")["items"]]
+    if isinstance(server, RemoteServer):
+        # remote workers get the folder as a package the server made of it, once
+        assert listed == [first["deployment_id"]]
+    else:
+        assert listed == []
     # no profile asked, none in the job, none pinned: dlt runs it under `dev`
     assert first["profile"] == first["job"]["profile"] == "dev"
     assert server.jobs()["where"]["profile"] == "dev"

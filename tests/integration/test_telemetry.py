@@ -3,7 +3,8 @@
 Nothing in the job code mentions Headwater: each run gets `RUNTIME__DLTHUB_DSN`, dlt
 PUTs its traces and the declared job result to the run's beacon, and the run answers,
 the telemetry routes, the SDK and the `dlthub` CLI read them back. Every test runs
-twice: runs forked from the warm launcher, and runs in a new interpreter (`--no-warm`).
+three times: runs forked from the warm launcher, runs in a new interpreter (`--no-warm`),
+and runs on a remote worker (`headwater worker`, PostgreSQL and RabbitMQ).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from headwater.core import beacon
 from headwater.store.vault import load_key
-from tests.integration.harness import Server, run_dlthub
+from tests.integration.harness import Server, remote_server, run_dlthub
 
 pytestmark = pytest.mark.integration
 
@@ -67,13 +68,20 @@ __all__ = ["load", "two", "broken", "quiet"]
 """
 
 
-@pytest.fixture(scope="module", params=["fork", "fresh"])
+@pytest.fixture(scope="module", params=["fork", "fresh", "remote"])
 def srv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp(f"telemetry-{request.param}") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(WORKSPACE)
+    if request.param == "remote":
+        # on a worker of another host: its dlt reports to the server it was sent from
+        with remote_server(ws) as server:
+            server.start()
+            server.mode = "fork"  # type: ignore[attr-defined]
+            yield server
+        return
     server = Server(ws, *(["--no-warm"] if request.param == "fresh" else []))
     server.start(wait_warm=request.param == "fork")
     server.mode = request.param  # type: ignore[attr-defined]

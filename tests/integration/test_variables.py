@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Server
+from tests.integration.harness import WHERE, Server, served
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +38,16 @@ __all__ = ["show", "uses_config"]
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=WHERE)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp("vars") / "ws"
     (ws / ".dlt").mkdir(parents=True)
     (ws / ".dlt" / ".workspace").touch()
     (ws / "__deployment__.py").write_text(WORKSPACE)
-    srv = Server(ws).start()
-    yield srv
-    srv.stop()
+    with served(ws, request.param) as srv:
+        yield srv
 
 
 def dlthub(srv: Server, key: str, *args: str) -> subprocess.CompletedProcess[str]:

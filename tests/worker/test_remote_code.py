@@ -18,12 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import uvicorn
 
 from headwater.app import Runtime
+from headwater.core import beacon
 from headwater.worker.remote_code import PackageMismatch, RemoteCode, RemoteCodeError
 from headwater.workspace.deployments import LOCAL_PACKAGER
 from headwater.workspace.packages import hash_dir_name, write_package
@@ -198,6 +200,15 @@ def test_the_environment_is_the_runs_variables_and_the_secrets_to_mask(
     assert (env, secret_values) == served.runtime.deployments.run_environment(run)
     assert env["API_TOKEN"] == "t0ken-value" and env["REGION"] == "eu"
     assert secret_values == ["t0ken-value"]
+    # and where its dlt reports: this server as the worker reaches it, the run's own secret
+    dsn = remote.beacon_dsn(run)
+    assert dsn is not None
+    parts = urlsplit(dsn)
+    assert f"{parts.scheme}://{parts.hostname}:{parts.port}" == served.url
+    assert parts.username == beacon.USER and parts.password is not None
+    assert beacon.check(served.runtime.beacon_key, run["id"], parts.password)
+    assert parts.path == beacon.PATH.format(ws=run["workspace_id"], run=run["id"])
+    assert remote.beacon_dsn(run) is None  # handed out once, with the environment
 
 
 def _run_folder_in_a_process(url: str, key: str, cache: str, run: dict[str, Any]) -> str:

@@ -72,6 +72,22 @@ def worker(
             " lease for this long.",
         ),
     ] = 15.0,
+    max_log_lines: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="HEADWATER_MAX_LOG_LINES",
+            help="Most lines of output one run stores (as `up --max-log-lines`).",
+        ),
+    ] = 1_000_000,
+    max_log_mb: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="HEADWATER_MAX_LOG_MB",
+            help="Most megabytes of output one run stores (as `up --max-log-mb`).",
+        ),
+    ] = 256,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Run dispatched runs on this host until stopped (Ctrl-C or SIGTERM: the runs still
@@ -121,8 +137,11 @@ def worker(
             slots=slots,
             code_folder=code.run_folder,
             variables=code.environment,
+            beacon_dsn=code.beacon_dsn,
             warm=warm,
             lease_s=lease_seconds,
+            max_log_lines=max_log_lines,
+            max_log_bytes=max_log_mb * 2**20,
         )
     except (HeadwaterError, RuntimeError) as ex:
         fail(str(ex))

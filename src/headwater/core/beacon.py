@@ -33,8 +33,14 @@ def check(key: bytes, run_id: str, secret: str) -> bool:
 
 def dsn(base_url: str, ws_id: str, run_id: str, key: bytes) -> str:
     """`http://run:<secret>@host:port/telemetry/v1/workspaces/<ws>/job-runs/<run>/-beacon`."""
+    return dsn_with_secret(base_url, ws_id, run_id, run_secret(key, run_id))
+
+
+def dsn_with_secret(base_url: str, ws_id: str, run_id: str, secret: str) -> str:
+    """The beacon of a run on a remote worker: the server hands out the run's secret, the
+    worker puts it on the server's URL as it reaches the server."""
     parts = urlsplit(base_url)
-    netloc = f"{USER}:{run_secret(key, run_id)}@{parts.netloc}"
+    netloc = f"{USER}:{secret}@{parts.netloc}"
     path = parts.path.rstrip("/") + PATH.format(ws=ws_id, run=run_id)
     return urlunsplit((parts.scheme, netloc, path, "", ""))
 

@@ -28,7 +28,7 @@ from headwater.loops import SupervisedLoop, TimerWake
 from headwater.store import notify
 from headwater.store.store import LogLine, Store
 from headwater.worker.launchers import LauncherPool
-from headwater.worker.logpump import LogPump
+from headwater.worker.logpump import MAX_LOG_BYTES, MAX_LOG_LINES, LogPump
 from headwater.worker.processes import is_same_process
 from headwater.worker.recovery import end_lost_run
 from headwater.worker.strays import kill_tree
@@ -56,8 +56,11 @@ class RemoteWorker:
         slots: int = 4,
         code_folder: CodeFolder,
         variables: RunVariables | None = None,
+        beacon_dsn: Callable[[dict[str, Any]], str | None] | None = None,
         warm: bool = True,
         lease_s: float = leases.LEASE_S,
+        max_log_lines: int = MAX_LOG_LINES,
+        max_log_bytes: int = MAX_LOG_BYTES,
     ) -> None:
         self.store = store
         self.home = home.resolve()
@@ -77,9 +80,10 @@ class RemoteWorker:
             ws["id"],
             code_dir=lambda: self._code_dir,
             extra_env=variables,
+            beacon_dsn=beacon_dsn,
             warm=warm,
         )
-        self.logs = LogPump(store)
+        self.logs = LogPump(store, max_log_lines=max_log_lines, max_log_bytes=max_log_bytes)
         self.supervisor = Supervisor(store, self.launchers, self.logs, self.name, self.home)
         self.supervisor.fenced = True
         self.supervisor.on_ended = self._ended
@@ -126,6 +130,7 @@ class RemoteWorker:
             self._code_dir = self.code_folder(
                 {
                     "id": "warm",
+                    "workspace_id": self.launchers.ws_id,
                     "code_package_id": newest.get("code_package_id"),
                     "config_package_id": newest.get("config_package_id"),
                 }

@@ -27,12 +27,14 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 from filelock import FileLock
 
+from headwater.core import beacon
 from headwater.core.errors import HeadwaterError
 from headwater.workspace.packages import (
     CHUNK,
@@ -77,6 +79,9 @@ class RemoteCode:
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=timeout,
         )
+        self._beacons: dict[str, str] = {}
+        """Run id -> its beacon secret, from its environment until its DSN is made."""
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.http.close()
@@ -229,7 +234,20 @@ class RemoteCode:
             and all(isinstance(v, str) for v in secret_values)
         ):
             raise RemoteCodeError(f"unreadable answer for {what}: not names and text values")
+        secret = body.get("beacon_secret")
+        if isinstance(secret, str) and secret:
+            with self._lock:
+                self._beacons[run["id"]] = secret
         return env, secret_values
+
+    def beacon_dsn(self, run: dict[str, Any]) -> str | None:
+        """Where the run's dlt reports its traces and job result: the server, as this worker
+        reaches it, with the run's own secret (handed out with its environment)."""
+        with self._lock:
+            secret = self._beacons.pop(run["id"], None)
+        if secret is None:
+            return None
+        return beacon.dsn_with_secret(self.server_url, run["workspace_id"], run["id"], secret)
 
 
 def _refusal(resp: httpx.Response) -> str:

@@ -22,7 +22,7 @@ from headwater.api.auth import Authenticator, Principal
 from headwater.api.context import ApiContext
 from headwater.api.json_route import JSONRoute
 from headwater.api.responses import ApiError
-from headwater.core import leases
+from headwater.core import beacon, leases
 from headwater.core.access import Action
 from headwater.workspace.packages import CONTENT_HASH_HEADER
 
@@ -55,12 +55,15 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
         _p: Principal = Depends(auth.require(Action.READ_RUN_ENVIRONMENT)),
     ) -> Any:
         """Headwater's own, for workers: the environment variables a run starts with (the
-        workspace's, its profile's over them) and the secret values its log masks."""
+        workspace's, its profile's over them), the secret values its log masks, and the
+        secret of its beacon (where its dlt reports traces and its job result)."""
         run = ctx.run(ws, run_id)
         if ctx.run_environment is None:
             raise ApiError(404, "this server serves no run environments", "not_found")
         env, secret_values = ctx.run_environment(run)
-        return {"env": env, "secret_values": secret_values}
+        # the run's own beacon secret: its dlt reports traces to this server (`core/beacon`)
+        secret = beacon.run_secret(ctx.beacon_key, run_id) if ctx.beacon_key else None
+        return {"env": env, "secret_values": secret_values, "beacon_secret": secret}
 
     @r.get("/api/v1/workspaces/{ws}/workers")
     def list_workers(ws: str, _p: Principal = Depends(auth.require(Action.READ))) -> Any:

@@ -71,7 +71,9 @@ def router(ctx: ApiContext, auth: Authenticator) -> APIRouter:
     ) -> Any:
         """The workspace's principals: its active API keys, as service accounts."""
         ctx.check_ws(ws)
-        roles = {"admin": "owner", "trigger": "developer", "read": "viewer"}
+        # dltHub's roles are owner, developer and viewer: a worker key can neither trigger
+        # nor change anything through the API, so it shows as a viewer
+        roles = {"admin": "owner", "trigger": "developer", "read": "viewer", "worker": "viewer"}
         items = [
             {
                 "id": k["id"],
