@@ -248,8 +248,11 @@ class RemoteWorkerProcess:
         name: str,
         *extra: str,
         broker: str = AMQP_URL,
+        servers: str | None = None,
     ) -> None:
         self.broker = broker
+        self.servers = servers or srv.url
+        """`--server`: the server's URL, or several separated by commas."""
         self.home = home
         self.srv = srv
         self.database = database
@@ -276,7 +279,7 @@ class RemoteWorkerProcess:
                     "--broker",
                     self.broker,
                     "--server",
-                    self.srv.url,
+                    self.servers,
                     "--key",
                     self.key,
                     "--name",

@@ -83,7 +83,9 @@ class Fleet:
         body = {"name": "fleet workers", "scope": "worker"}
         self.worker_key = str(self.srv.post(f"{self.srv.w}/api-keys", json=body)["key"])
 
-    def add_worker(self, name: str, slots: int = 4) -> RemoteWorkerProcess:
+    def add_worker(
+        self, name: str, slots: int = 4, servers: str | None = None
+    ) -> RemoteWorkerProcess:
         w = RemoteWorkerProcess(
             self.tmp / name,
             self.srv,
@@ -97,6 +99,7 @@ class Fleet:
             "--lease-seconds",
             str(LEASE_S),
             broker=self.broker,
+            servers=servers,
         )
         w.env = {"FLEET_MARKERS": str(self.markers), "FLEET_WORKER": name}
         self.workers.append(w.start())
@@ -294,13 +297,13 @@ def test_two_servers_both_answer_and_the_standby_takes_the_engine_over(
         assert b.ws_id == a.ws_id
         holder = lambda: db_rows(database, "SELECT holder FROM leader_leases")  # noqa: E731
         assert holder() and holder()[0][0].endswith(f":{a.proc.pid}")  # type: ignore[union-attr]
-        # the worker reaches the servers through B (as it would through a load balancer)
+        # the worker knows both servers, A first; the API is asked of B
+        fleet.add_worker("w0", servers=f"{a.url},{b.url}")
         fleet.srv = b
-        fleet.add_worker("w0")
         fleet.wait_live(1)
         first = fleet.trigger(1, 0.1)[0]  # asked of B; A's engine dispatches it
         assert b.wait_run(first, 60)["status"] == "completed"
-        a.kill()
+        a.kill()  # the next run's environment comes from B
         taken = time.monotonic()
         b.wait_for(
             lambda: holder()[0][0].endswith(f":{b.proc.pid}"),  # type: ignore[union-attr]

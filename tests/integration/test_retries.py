@@ -10,6 +10,7 @@ import signal
 from collections.abc import Iterator
 from datetime import datetime
 
+import psutil
 import pytest
 
 from tests.integration.harness import WHERE, RemoteServer, Server, served
@@ -61,7 +62,7 @@ def slowpoke():
 @run.job(execute={"timeout": {"timeout": 3600, "grace_period": 1}})
 def sleeper():
     n = _count("sleeper")
-    print(f"sleeper attempt {n}", flush=True)
+    print(f"sleeper attempt {n} in pid {os.getpid()}", flush=True)
     if n == 1:
         time.sleep(600)
 
@@ -167,6 +168,17 @@ def test_a_crash_is_retried_after_a_sigkill_of_the_server(srv: Server) -> None:
     assert run["attempt"] == 2
     lost = "worker lost" if isinstance(srv, RemoteServer) else "runtime lost"
     assert run["attempts"][0]["reason"].startswith(lost), run["attempts"]
+    # and the first attempt's process, left running by the crash, was killed
+    (first,) = [x for x in srv.user_output(run["id"]) if x.startswith("sleeper attempt 1 ")]
+    pid = int(first.rsplit(" ", 1)[1])
+    srv.wait_for(lambda: not alive(pid), 10, f"the first attempt's process {pid} gone")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_a_cancelled_run_is_never_retried(srv: Server) -> None:

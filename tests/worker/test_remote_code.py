@@ -341,3 +341,26 @@ def test_a_run_without_packages_is_refused_naming_the_server(tmp_path: Path) -> 
     run = {"id": "r1", "workspace_id": "w", "code_package_id": None}
     with pytest.raises(RemoteCodeError, match=r"run r1 of http://127\.0\.0\.1:9 names no code"):
         remote.run_folder(run)
+
+
+def test_a_worker_asks_the_next_server_while_one_is_down(served: Served, tmp_path: Path) -> None:
+    run = served.new_run()
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    key = served.key("worker")
+    with RemoteCode(f"{down}, {served.url}", key, tmp_path / "cache") as remote:
+        folder = remote.run_folder(run)
+        assert (folder / "__deployment__.py").is_file()
+        # the one that answered is asked first from now on, and the beacon points at it
+        assert remote.server_url == served.url
+        env, _secrets = remote.environment(run)
+        assert env == served.runtime.deployments.run_environment(run)[0]
+        assert (remote.beacon_dsn(run) or "").split("@")[1].startswith(served.url[7:])
+    # none answers: the error names each server
+    with RemoteCode(f"{down},http://127.0.0.1:{free_port()}", key, tmp_path / "c2") as remote:
+        with pytest.raises(RemoteCodeError, match="no server answered") as refused:
+            remote.environment(run)
+    assert down in str(refused.value)
+    # a refusal is an answer: the next server is not asked for what this one refused
+    with RemoteCode(f"{served.url},{down}", served.key("read"), tmp_path / "c3") as remote:
+        with pytest.raises(RemoteCodeError, match="403"):
+            remote.run_folder(run)

@@ -40,7 +40,9 @@ def worker(
     server: Annotated[
         str | None,
         typer.Option(
-            envvar="HEADWATER_URL", help="The server's URL: code and variables come from it."
+            envvar="HEADWATER_URL",
+            help="The server's URL: code and variables come from it. Several servers of one"
+            " database: their URLs separated by commas, asked in turn while one is down.",
         ),
     ] = None,
     key: Annotated[

@@ -12,6 +12,7 @@ nothing of it is written (`Supervisor.fenced`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ from headwater.store import notify
 from headwater.store.store import LogLine, Store
 from headwater.worker.launchers import LauncherPool
 from headwater.worker.logpump import MAX_LOG_BYTES, MAX_LOG_LINES, LogPump
-from headwater.worker.processes import is_same_process
+from headwater.worker.processes import is_same_process, process_start_ticks
 from headwater.worker.recovery import end_lost_run
 from headwater.worker.strays import kill_tree
 from headwater.worker.supervisor import Supervisor
@@ -74,6 +75,9 @@ class RemoteWorker:
         if ws is None:
             raise RuntimeError("the database holds no workspace yet: start `headwater up` first")
         self._code_dir = self.home
+        self._ledger = self.home / "started"
+        """One file per run process this worker started and that has not ended."""
+        self._ledger.mkdir(exist_ok=True)
         self._start_lock = threading.Lock()
         self.launchers = LauncherPool(
             self.home,
@@ -142,7 +146,25 @@ class RemoteWorker:
 
     def _end_leftovers(self) -> None:
         """Started again under its name (the host came back): kill the processes the
-        previous incarnation left running, and end as lost the runs it still held."""
+        previous incarnation left running, and end as lost the runs it still held.
+
+        The processes come from this host's own ledger (`started/`): the store's row of a
+        run names only its newest attempt's process, and the server may have retried the
+        run on another worker meanwhile."""
+        for entry in sorted(self._ledger.glob("*.json")):
+            try:
+                held = json.loads(entry.read_text())
+                pid, started = int(held["pid"]), int(held["pid_started"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pid = started = None  # type: ignore[assignment]
+            if is_same_process(pid, started):
+                log.warning(
+                    "run %s: killing what this worker's last start left (pid %s)",
+                    entry.stem.split(".")[0],
+                    pid,
+                )
+                kill_tree(pid)
+            entry.unlink(missing_ok=True)
         since = datetime.now(UTC) - timedelta(days=1)
         for run in self.store.runs_started_by(self.name, since):
             if is_same_process(run.get("pid"), run.get("pid_started")):
@@ -177,7 +199,10 @@ class RemoteWorker:
                 # run would take as long each, and a burst of them would take every core
                 self.launchers.wait_warm(WARM_WAIT_S)
                 self.supervisor.start_runs([run])
-            if not done.is_set() and run_id not in self.supervisor.handles():
+            handle = self.supervisor.handles().get(run_id)
+            if handle is not None:
+                self._note_started(run_id, attempt, handle.pid)
+            elif not done.is_set():
                 return "failed"  # it could not start: the supervisor ended it
             done.wait()
             return "ended"
@@ -186,9 +211,23 @@ class RemoteWorker:
                 self._ends.pop(run_id, None)
                 self._held.pop(run_id, None)
 
+    def _note_started(self, run_id: str, attempt: int, pid: int) -> None:
+        """Keep the run's process in this host's ledger until it ended: a start after a
+        crash kills what is left of it."""
+        entry = self._ledger / f"{run_id}.{attempt}.json"
+        tmp = entry.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": pid, "pid_started": process_start_ticks(pid)}))
+        tmp.replace(entry)
+        with self._lock:
+            if run_id not in self._held:  # it ended meanwhile
+                entry.unlink(missing_ok=True)
+
     def _ended(self, run_id: str) -> None:
         with self._lock:
             done = self._ends.get(run_id)
+            attempt = self._held.pop(run_id, None)
+        if attempt is not None:
+            (self._ledger / f"{run_id}.{attempt}.json").unlink(missing_ok=True)
         if done is not None:
             done.set()
 

@@ -28,8 +28,9 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from filelock import FileLock
@@ -48,6 +49,8 @@ from headwater.workspace.packages import (
 PLURALS = {"deployment": "deployments", "configuration": "configurations"}
 _PACKAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+T = TypeVar("T")
+
 
 class RemoteCodeError(HeadwaterError):
     """A run's code or environment cannot be had from its server; the message names the
@@ -63,8 +66,19 @@ class PackageMismatch(RemoteCodeError):
     code = "package_mismatch"
 
 
+class ServerUnreachable(RemoteCodeError):
+    """A server did not answer (refused, timed out, or a proxy's 502/503/504): the next
+    server of the worker's list is asked."""
+
+
+UNAVAILABLE = {502, 503, 504}
+"""Answers of a proxy or load balancer whose server is down: as good as no answer."""
+
+
 class RemoteCode:
-    """Runs' code folders and environments, fetched from `server_url` with a worker key.
+    """Runs' code folders and environments, fetched with a worker key from `server_url`:
+    one URL, or several separated by commas (the servers of one database), asked in turn
+    while one does not answer; the last that answered is asked first.
 
     Safe to share between threads; `close()` (or `with`) ends its connections.
     """
@@ -72,19 +86,54 @@ class RemoteCode:
     def __init__(
         self, server_url: str, api_key: str, cache_dir: Path, *, timeout: float = 300.0
     ) -> None:
-        self.server_url = server_url.rstrip("/")
+        urls = [u.strip().rstrip("/") for u in server_url.split(",") if u.strip()]
+        if not urls:
+            raise RemoteCodeError("no server URL given")
         self.cache_dir = cache_dir
-        self.http = httpx.Client(
-            base_url=self.server_url,
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=timeout,
-        )
+        self._servers = [
+            (
+                url,
+                httpx.Client(
+                    base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
+                ),
+            )
+            for url in urls
+        ]
+        self._current = 0
         self._beacons: dict[str, str] = {}
         """Run id -> its beacon secret, from its environment until its DSN is made."""
         self._lock = threading.Lock()
 
+    @property
+    def server_url(self) -> str:
+        """The server asked first: the last that answered."""
+        return self._servers[self._current][0]
+
+    @property
+    def http(self) -> httpx.Client:
+        return self._servers[self._current][1]
+
+    def _ask(self, fn: Callable[[str, httpx.Client], T]) -> T:
+        """`fn(url, client)` on each server in turn, from the last that answered, until
+        one answers; raises when none does, naming each and what it said."""
+        first = self._current
+        tried = []
+        for i in [first, *(j for j in range(len(self._servers)) if j != first)]:
+            url, client = self._servers[i]
+            try:
+                result = fn(url, client)
+            except ServerUnreachable as ex:
+                tried.append(str(ex))
+                continue
+            self._current = i
+            return result
+        if len(tried) == 1:
+            raise RemoteCodeError(tried[0])
+        raise RemoteCodeError("no server answered: " + "; ".join(tried))
+
     def close(self) -> None:
-        self.http.close()
+        for _url, client in self._servers:
+            client.close()
 
     def __enter__(self) -> RemoteCode:
         return self
@@ -141,16 +190,26 @@ class RemoteCode:
         return folder if folder.is_dir() else None
 
     def _download(self, ws: str, kind: str, package_id: str) -> Path:
-        what = f"{kind} package {package_id} from {self.server_url}"
+        return self._ask(
+            lambda server, client: self._download_from(server, client, ws, kind, package_id)
+        )
+
+    def _download_from(
+        self, server: str, client: httpx.Client, ws: str, kind: str, package_id: str
+    ) -> Path:
+        what = f"{kind} package {package_id} from {server}"
         url = f"/api/v1/workspaces/{ws}/{PLURALS[kind]}/{package_id}/archive"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".download-"))
         try:
             archive = staging / "package.tar.gz"
-            with self.http.stream("GET", url) as resp:
+            with client.stream("GET", url) as resp:
                 if resp.status_code != 200:
                     resp.read()
-                    raise RemoteCodeError(f"cannot download {what}: {_refusal(resp)}")
+                    error = (
+                        ServerUnreachable if resp.status_code in UNAVAILABLE else RemoteCodeError
+                    )
+                    raise error(f"cannot download {what}: {_refusal(resp)}")
                 expected = resp.headers.get(CONTENT_HASH_HEADER, "")
                 target = self._folder_of(kind, expected, what)
                 if target.is_dir():
@@ -181,6 +240,8 @@ class RemoteCode:
                     raise
             self._remember(package_id, expected)
             return target
+        except httpx.TransportError as ex:
+            raise ServerUnreachable(f"cannot download {what}: {ex}") from ex
         except httpx.HTTPError as ex:
             raise RemoteCodeError(f"cannot download {what}: {ex}") from ex
         except OSError as ex:
@@ -214,14 +275,23 @@ class RemoteCode:
     def environment(self, run: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
         """The environment variables `run` starts with (the workspace's variables, secrets
         decrypted by the server) and the secret values its log must mask."""
-        what = f"the environment of run {run['id']} from {self.server_url}"
         url = f"/api/v1/workspaces/{run['workspace_id']}/job-runs/{run['id']}/environment"
-        try:
-            resp = self.http.get(url)
-        except httpx.HTTPError as ex:
-            raise RemoteCodeError(f"cannot read {what}: {ex}") from ex
-        if resp.status_code != 200:
-            raise RemoteCodeError(f"cannot read {what}: {_refusal(resp)}")
+
+        def read(server: str, client: httpx.Client) -> tuple[str, httpx.Response]:
+            what = f"the environment of run {run['id']} from {server}"
+            try:
+                resp = client.get(url)
+            except httpx.TransportError as ex:
+                raise ServerUnreachable(f"cannot read {what}: {ex}") from ex
+            except httpx.HTTPError as ex:
+                raise RemoteCodeError(f"cannot read {what}: {ex}") from ex
+            if resp.status_code in UNAVAILABLE:
+                raise ServerUnreachable(f"cannot read {what}: {_refusal(resp)}")
+            if resp.status_code != 200:
+                raise RemoteCodeError(f"cannot read {what}: {_refusal(resp)}")
+            return what, resp
+
+        what, resp = self._ask(read)
         try:
             body = resp.json()
             env, secret_values = body["env"], body["secret_values"]
