@@ -97,7 +97,8 @@ def test_a_worker_key_reads_runs_and_their_environment_and_changes_nothing(
     assert wk.get(f"{server.w}/job-runs/{run['id']}").json()["job_version"]["job_id"] == job_id
     assert wk.get(f"{server.w}/job-runs").status_code == 200
     env = wk.get(f"{server.w}/job-runs/{run['id']}/environment")
-    assert env.status_code == 200 and set(env.json()) == {"env", "secret_values"}
+    assert env.status_code == 200
+    assert set(env.json()) == {"env", "secret_values", "beacon_secret"}
     # a served folder without remote workers: the run names no package to download
     missing = wk.get(f"{server.w}/deployments/{run['deployment_id']}/archive")
     assert missing.status_code == 404 and missing.json()["code"] == "deployment_not_found"

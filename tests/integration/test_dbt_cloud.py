@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.dbt_cloud import FakeDbtCloud
-from tests.integration.harness import Server, run_dlthub
+from tests.integration.harness import WHERE, Server, run_dlthub, served
 
 pytestmark = pytest.mark.integration
 
@@ -109,8 +109,15 @@ poll_interval = "1s"
 """
 
 
+@pytest.fixture(scope="module", params=WHERE)
+def where(request: pytest.FixtureRequest) -> str:
+    """The engine on SQLite beside its own worker, or on PostgreSQL with remote workers
+    (the monitor holds no worker either way; its store and leadership differ)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeDbtCloud]:
+def fake(where: str) -> Iterator[FakeDbtCloud]:
     with FakeDbtCloud() as server:
         for name, job_id in JOBS.items():
             plan = {"running": {"slow": 60, "many": 6}.get(name, 1.0)}
@@ -119,7 +126,9 @@ def fake() -> Iterator[FakeDbtCloud]:
 
 
 @pytest.fixture(scope="module")
-def srv(fake: FakeDbtCloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def srv(
+    where: str, fake: FakeDbtCloud, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp("dbt-cloud") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(WORKSPACE)
@@ -127,11 +136,8 @@ def srv(fake: FakeDbtCloud, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DBT_CLOUD_TOKEN", fake.token)
         mp.setenv("DBT_CLOUD_WRONG_TOKEN", "not-the-token")
-        server = Server(ws).start()
-        try:
+        with served(ws, where) as server:
             yield server
-        finally:
-            server.stop()
 
 
 def dbt_runs(fake: FakeDbtCloud, name: str) -> list[dict[str, Any]]:

@@ -122,11 +122,11 @@ def failing_for(worker: Worker, monkeypatch: pytest.MonkeyPatch, times: int) -> 
     real = worker.store.append_logs
     attempts = [0]
 
-    def append(batches: Any) -> None:
+    def append(batches: Any, fences: Any = None) -> set[str]:
         attempts[0] += 1
         if attempts[0] <= times:
             raise OperationalError("INSERT", {}, Exception("attempt to write a readonly database"))
-        real(batches)
+        return real(batches, fences)
 
     monkeypatch.setattr(worker.store, "append_logs", append)
     return attempts
