@@ -364,3 +364,15 @@ def test_a_worker_asks_the_next_server_while_one_is_down(served: Served, tmp_pat
     with RemoteCode(f"{served.url},{down}", served.key("read"), tmp_path / "c3") as remote:
         with pytest.raises(RemoteCodeError, match="403"):
             remote.run_folder(run)
+
+
+def test_a_relative_cache_folder_gives_absolute_run_folders(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`headwater worker` without `--home` caches under `.headwater-worker/` of the current
+    folder: the launcher starts in the run folder from elsewhere, so it must be absolute."""
+    monkeypatch.chdir(tmp_path)
+    with served.remote(Path(".headwater-worker") / "cache") as remote:
+        folder = remote.run_folder(served.new_run())
+    assert folder.is_absolute() and folder.is_relative_to(tmp_path)
+    assert (folder / "__deployment__.py").is_file()

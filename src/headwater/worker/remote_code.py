@@ -89,7 +89,8 @@ class RemoteCode:
         urls = [u.strip().rstrip("/") for u in server_url.split(",") if u.strip()]
         if not urls:
             raise RemoteCodeError("no server URL given")
-        self.cache_dir = cache_dir
+        # absolute: the warm launcher and the runs start in its folders from elsewhere
+        self.cache_dir = cache_dir.resolve()
         self._servers = [
             (
                 url,
