@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from tests.store.conftest import new_pg_database
+
 TERMINAL = {"completed", "failed", "cancelled", "skipped"}
 HERE = Path(__file__).parent
 
@@ -339,26 +341,18 @@ def delete_queue(name: str) -> None:
         Queue(name, channel=conn.channel()).delete()
 
 
-@contextmanager
-def new_pg_database(prefix: str = "hw_it") -> Iterator[str]:
-    """A PostgreSQL database of the test's own (skipped on a laptop without PostgreSQL,
-    failed in CI), dropped after."""
-    import uuid
-
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    from tests.store.conftest import PG_URL, _admin_dsn, require_postgres
-
-    require_postgres()
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def celery_args(database: str, broker: str, lease_s: float) -> tuple[str, ...]:
+    """`headwater up`'s arguments for remote workers: PostgreSQL, Celery, a short lease."""
+    return (
+        "--db",
+        database,
+        "--executor",
+        "celery",
+        "--broker",
+        broker,
+        "--lease-seconds",
+        f"{lease_s:g}",
+    )
 
 
 class RemoteServer(Server):
@@ -378,18 +372,7 @@ class RemoteServer(Server):
         lease_s: float = 3.0,
         worker_args: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(
-            workspace,
-            "--db",
-            database,
-            "--executor",
-            "celery",
-            "--broker",
-            broker,
-            "--lease-seconds",
-            f"{lease_s:g}",
-            *extra,
-        )
+        super().__init__(workspace, *celery_args(database, broker, lease_s), *extra)
         self.database, self.broker, self.lease_s = database, broker, lease_s
         self.n_workers, self.slots, self.worker_args = workers, slots, worker_args
         self.workers: list[RemoteWorkerProcess] = []

@@ -24,11 +24,12 @@ from tests.integration.harness import (
     TERMINAL,
     RemoteWorkerProcess,
     Server,
+    celery_args,
     copy_workspace,
     delete_queue,
+    new_pg_database,
     require_rabbitmq,
 )
-from tests.store.conftest import PG_URL, _admin_dsn, require_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 LEASE_S = 3
@@ -36,13 +37,8 @@ LEASE_S = 3
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    require_postgres()
-    name = f"hw_fleet_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_pg_database("hw_fleet") as name:
+        yield name
 
 
 class Fleet:
@@ -57,17 +53,7 @@ class Fleet:
         self.markers.mkdir()
         ws = copy_workspace(HERE / "fleet_workspace", tmp / "server")
         (ws / "headwater.toml").write_text(f'[jobs."*"]\npool = "{self.pool}"\n{toml}')
-        self.srv = Server(
-            ws,
-            "--db",
-            database,
-            "--executor",
-            "celery",
-            "--broker",
-            broker,
-            "--lease-seconds",
-            str(LEASE_S),
-        )
+        self.srv = Server(ws, *celery_args(database, broker, LEASE_S))
         self.workers: list[RemoteWorkerProcess] = []
 
     def start(self, n: int, slots: int = 4) -> Fleet:

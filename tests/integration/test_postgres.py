@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,21 +9,16 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.integration.harness import HERE, Server, copy_workspace
-from tests.store.conftest import PG_URL, _admin_dsn, require_postgres
+from tests.integration.harness import HERE, Server, copy_workspace, new_pg_database
+from tests.store.conftest import _admin_dsn
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    require_postgres()  # skips with a reason on a laptop, fails in CI
-    name = f"hw_it_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_pg_database("hw_it") as name:
+        yield name
 
 
 def test_runs_chains_and_restart_on_postgresql(tmp_path: Path, database: str) -> None:

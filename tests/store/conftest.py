@@ -17,6 +17,7 @@ import functools
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,13 +87,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A database of our own on the PostgreSQL server, dropped at the end of the session."""
+@contextmanager
+def new_pg_database(prefix: str = "hw_test") -> Iterator[str]:
+    """A database of our own on the PostgreSQL server (skipped on a laptop without it,
+    failed in CI), dropped after."""
     require_postgres()
     import psycopg
 
-    name = f"hw_test_{uuid.uuid4().hex[:16]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(_admin_dsn(), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -100,6 +102,13 @@ def pg_database() -> Iterator[str]:
     finally:
         with psycopg.connect(_admin_dsn(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A database of our own for the whole session."""
+    with new_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -30,6 +30,25 @@ WorkspaceOpt = Annotated[
         " running server of one below it, else the one `headwater up` started last).",
     ),
 ]
+MaxLogLinesOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        envvar="HEADWATER_MAX_LOG_LINES",
+        help="Most lines of output one run stores; past it, a truncation line and the"
+        " rest is dropped (the run goes on).",
+    ),
+]
+MaxLogMbOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        envvar="HEADWATER_MAX_LOG_MB",
+        help="Most megabytes of output one run stores (as --max-log-lines).",
+    ),
+]
+"""The caps of one run's stored output, for `up` and `worker` alike."""
+
 STATUS_STYLE = {
     "completed": "green",
     "failed": "red",

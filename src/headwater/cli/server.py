@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from headwater.cli.console import err, fail, not_served, out
+from headwater.cli.console import MaxLogLinesOpt, MaxLogMbOpt, err, fail, not_served, out
 from headwater.cli.find import remember_server
 
 log = logging.getLogger("headwater")
@@ -95,23 +95,8 @@ def up(
             " --separate-worker): for trigger floods on several cores; each takes memory.",
         ),
     ] = 1,
-    max_log_lines: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            envvar="HEADWATER_MAX_LOG_LINES",
-            help="Most lines of output one run stores; past it, a truncation line and the"
-            " rest is dropped (the run goes on).",
-        ),
-    ] = 1_000_000,
-    max_log_mb: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            envvar="HEADWATER_MAX_LOG_MB",
-            help="Most megabytes of output one run stores (as --max-log-lines).",
-        ),
-    ] = 256,
+    max_log_lines: MaxLogLinesOpt = 1_000_000,
+    max_log_mb: MaxLogMbOpt = 256,
     metrics_address: Annotated[
         str | None,
         typer.Option(

@@ -16,7 +16,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from headwater.cli.console import WorkspaceOpt, call, client_for, fail, out
+from headwater.cli.console import (
+    MaxLogLinesOpt,
+    MaxLogMbOpt,
+    WorkspaceOpt,
+    call,
+    client_for,
+    fail,
+    out,
+)
 
 app = typer.Typer(
     help="Run a worker on this host (`headwater worker --db ... --broker ...`), or list workers.",
@@ -74,22 +82,8 @@ def worker(
             " lease for this long.",
         ),
     ] = 15.0,
-    max_log_lines: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            envvar="HEADWATER_MAX_LOG_LINES",
-            help="Most lines of output one run stores (as `up --max-log-lines`).",
-        ),
-    ] = 1_000_000,
-    max_log_mb: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            envvar="HEADWATER_MAX_LOG_MB",
-            help="Most megabytes of output one run stores (as `up --max-log-mb`).",
-        ),
-    ] = 256,
+    max_log_lines: MaxLogLinesOpt = 1_000_000,
+    max_log_mb: MaxLogMbOpt = 256,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Run dispatched runs on this host until stopped (Ctrl-C or SIGTERM: the runs still
