@@ -187,9 +187,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(
-        url, pool_size=20, max_overflow=20, pool_pre_ping=True, pool_use_lifo=True
-    )
+    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, pool_use_lifo=True)
 
 
 def private_files(database: Path) -> None:
