@@ -71,7 +71,10 @@ def test_manifest_hot_reload_bad_manifest_survival_and_deployment_trigger(
         """)
         write_workspace(ws, extra, ["first", "queued", "on_deploy", "second"])
         srv.wait_for(lambda: "second" in srv.jobs(), 30, "hot reload")
-        manifest = srv.get(srv.w)["manifest"]
+        # the jobs' rows are written before the manifest's status: wait for the latter too
+        manifest = srv.wait_for(
+            lambda: (m := srv.get(srv.w)["manifest"])["version"] != v1 and m, 10, "manifest v2"
+        )
         assert manifest["version"] == v1 + 1 and manifest["error"] is None
         srv.wait_for(lambda: len(srv.runs("on_deploy")) >= 2, 20, "second deployment run")
         # a good reload warms a new launcher with the new code
