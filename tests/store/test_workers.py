@@ -3,12 +3,18 @@ renewed or lost, fenced writes; and the server's reaper (`worker/remote_dispatch
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from headwater.core import leases
 from headwater.core.specs import LogLine
 from headwater.core.states import RunStatus
+from headwater.store import db
 from headwater.store.store import Store
 from headwater.worker.remote_dispatch import DISPATCH_LEASES, RemoteDispatcher
 from tests.store.test_store import add_jobs, all_at_once, job_spec, run_request
@@ -192,3 +198,40 @@ def test_a_lost_run_whose_job_retries_crashes_is_queued_again(store: Store, ws: 
     assert again["status"] == "pending" and again["attempt"] == 2
     assert again["worker_id"] is None and again["lease_expires_at"] is None
     assert "worker lost" in again["reason"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_worker_frozen_inside_a_transaction_does_not_hold_the_reaper(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker frozen (SIGSTOP) between two statements of its heartbeat holds row locks
+    on its runs: PostgreSQL ends that session, so the reaper ends the runs instead of
+    waiting for the locks, and every dispatch of the fleet with it (seen in test_fleet)."""
+    monkeypatch.setattr(db, "IDLE_IN_TRANSACTION_MS", 500)
+    engine = db.make_engine(db_url)
+    db.upgrade(engine)
+    store = Store(engine)
+    ws = store.ensure_workspace("/srv/workspace", "demo")["id"]
+    reaper = RemoteDispatcher(store, lambda *a: None)
+    store.register_worker("w1", host="h1", pid=1, pools=["default"], slots=1, now=T0)
+    (run,) = pending_runs(store, ws, 1)
+    reaper.dispatch(T0)
+    assert store.take_run(run["id"], 1, "w1", now=T0) is not None
+    frozen = engine.connect()
+    frozen.begin()
+    frozen.execute(text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": run["id"]})
+    try:
+        reaping = threading.Thread(
+            target=reaper.reap, args=(T0 + timedelta(seconds=LEASE + 1),), daemon=True
+        )
+        reaping.start()
+        reaping.join(30)
+        assert not reaping.is_alive(), "the reaper still waits for the frozen worker's lock"
+        ended = store.get_run(run["id"])
+        assert ended is not None and ended["reason"].startswith("worker lost")
+        with pytest.raises(DBAPIError):  # the frozen worker's transaction is gone
+            frozen.execute(text("SELECT 1"))
+    finally:
+        frozen.close()
+        engine.dispose()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
 
 from headwater.core.errors import HeadwaterError
 
@@ -135,6 +136,14 @@ class WriteLock:
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
 
 
+IDLE_IN_TRANSACTION_MS = 15_000
+"""PostgreSQL ends a session left idle inside a transaction this long. A process frozen
+(SIGSTOP, a suspended VM) or cut off between two statements of a transaction holds its row
+locks until then: a worker frozen mid-heartbeat blocked the server's reaper on its runs'
+rows, and with it every dispatch of the fleet. Our transactions never wait between
+statements for anything but Python; a worker frozen this long has lost its lease anyway."""
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
@@ -187,7 +196,17 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, pool_use_lifo=True)
+    # added to the URL's own `options` (a search_path, say), which this argument replaces
+    options = make_url(url).query.get("options", "")
+    options = f"{options} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+    return create_engine(
+        url,
+        pool_size=20,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_use_lifo=True,
+        connect_args={"options": options.strip()},
+    )
 
 
 def private_files(database: Path) -> None:
