@@ -246,6 +246,30 @@ def test_a_burst_ends_exactly_once_through_a_killed_and_a_frozen_worker(
         fleet.stop()
 
 
+def test_a_worker_under_a_live_workers_name_is_refused(tmp_path: Path, database: str) -> None:
+    """A copy-pasted `--name`: starting would end the live worker's runs as lost."""
+    fleet = Fleet(tmp_path, database).start(1)
+    try:
+        run_id = fleet.trigger(1, 30)[0]
+        fleet.srv.wait_run(run_id, 60, {"running"})
+        twin = RemoteWorkerProcess(
+            tmp_path / "twin" / "w0",  # a folder of its own: another host's copy of the command
+            fleet.srv,
+            database,
+            fleet.worker_key,
+            "w0",
+            "--pool",
+            fleet.pool,
+            broker=fleet.broker,
+        ).start()
+        assert twin.proc is not None and twin.proc.wait(60) != 0
+        assert "worker 'w0' is running on" in twin.log(), twin.log()[-2000:]
+        assert fleet.srv.run(run_id)["status"] == "running"  # untouched
+        assert fleet.workers[0].proc.poll() is None  # type: ignore[union-attr]
+    finally:
+        fleet.stop()
+
+
 def test_a_worker_back_under_its_name_kills_what_it_left(tmp_path: Path, database: str) -> None:
     fleet = Fleet(tmp_path, database).start(1)
     try:

@@ -145,7 +145,12 @@ def worker(
     celery_app.register_runner(celery, remote.run)
     # cancels made through the server reach this host at once, over LISTEN/NOTIFY
     bridge = PgWakeBridge.for_engine(store.notifier, engine)
-    remote.start()
+    try:
+        remote.start()
+    except HeadwaterError as ex:
+        if bridge is not None:
+            bridge.close()
+        fail(str(ex))
     out.print(
         f"[bold]Headwater worker[/bold] {escape(remote.name)}: pools {', '.join(remote.pools)},"
         f" {slots} slots, server {escape(server)}"

@@ -23,7 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from headwater.core import leases
+from headwater.core.errors import HeadwaterError
 from headwater.core.states import LIVE, RunStatus
 from headwater.loops import SupervisedLoop, TimerWake
 from headwater.store import notify
@@ -39,6 +42,13 @@ log = logging.getLogger(__name__)
 LIVE_STATES = {s.value for s in LIVE}
 WARM_WAIT_S = 30.0
 """How long a run waits for the warm launcher of its code before it starts cold."""
+
+
+class WorkerNameTaken(HeadwaterError):
+    """Another live worker holds this worker's name."""
+
+    code = "worker_name_taken"
+
 
 CodeFolder = Callable[[dict[str, Any]], Path]
 """The folder a run starts in (its code package, fetched and unpacked)."""
@@ -106,6 +116,7 @@ class RemoteWorker:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._check_name_free()
         self._end_leftovers()
         self._warm_newest()
         self.store.register_worker(
@@ -125,6 +136,27 @@ class RemoteWorker:
         self.launchers.retire_all()
         self.supervisor.close()
         self.store.worker_stopped(self.name)
+
+    def _check_name_free(self) -> None:
+        """Refuse the name of another live worker: starting under it would end that
+        worker's runs as lost (`_end_leftovers`) and mix two workers' heartbeats. This
+        worker's own comeback on its host, after a crash, is no other worker."""
+        mine = next((w for w in self.store.workers() if w["name"] == self.name), None)
+        if mine is None or mine["stopped_at"] is not None:
+            return
+        host, pid = mine["host"], mine["pid"]
+        if host == socket.gethostname():
+            if pid == os.getpid() or not _is_worker_process(pid):
+                return  # it died here (SIGKILL, OOM): this start cleans up after it
+        else:
+            beat = datetime.now(UTC) - mine["heartbeat_at"]
+            if beat > timedelta(seconds=self.lease_s):
+                return  # silent for over a lease: lost, its runs are ended or retried
+        raise WorkerNameTaken(
+            f"worker {self.name!r} is running on {host} (pid {pid}, heartbeat"
+            f" {mine['heartbeat_at']:%H:%M:%S} UTC): give this one another --name, or stop"
+            " that one first"
+        )
 
     def _warm_newest(self) -> None:
         """Warm a launcher of the newest deployed code now, before a burst brings runs:
@@ -257,3 +289,15 @@ class RemoteWorker:
     @property
     def active_count(self) -> int:
         return self.supervisor.active_count
+
+
+def _is_worker_process(pid: int | None) -> bool:
+    """`pid` is a live `headwater worker` on this host (not a pid reused by another
+    program since that worker died)."""
+    if pid is None:
+        return False
+    try:
+        cmdline = psutil.Process(int(pid)).cmdline()
+    except (psutil.Error, ValueError):
+        return False
+    return any("headwater" in part for part in cmdline) and "worker" in cmdline
