@@ -6,6 +6,7 @@ Headwater never imports dlt's private module directly.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -193,6 +194,9 @@ class Tick:
     """The scheduled instant (UTC) this firing stands for; part of its unique key."""
 
 
+# dlt parses the cron expression anew on each call: a scheduler turn asks the same
+# (trigger, tick, tz) for every job sharing a schedule, and again at every turn until the tick
+@functools.lru_cache(maxsize=16_384)
 def next_tick(trigger: str, after: datetime, tz: str) -> datetime | None:
     """The first scheduled instant strictly after `after` (UTC), or None when none is left."""
     after = after.astimezone(UTC)
@@ -248,8 +252,7 @@ def latest_due_tick(trigger: str, last: datetime, now: datetime, tz: str) -> dat
     if kind(trigger) == "schedule":
         # dlt's interval for `now` ends at the newest elapsed tick: one step, however long
         # the server was down (near a DST change it can land a few ticks early)
-        _start, newest = compute_run_interval(TTrigger(trigger), now, None, tz=tz)
-        newest = newest.astimezone(UTC)
+        newest = _newest_elapsed_tick(trigger, now, tz)
         if tick <= newest <= now:
             tick = newest
     for _ in range(10_000):
@@ -258,3 +261,10 @@ def latest_due_tick(trigger: str, last: datetime, now: datetime, tz: str) -> dat
             break
         tick = following
     return tick
+
+
+@functools.lru_cache(maxsize=1024)
+def _newest_elapsed_tick(trigger: str, now: datetime, tz: str) -> datetime:
+    """The end of dlt's interval for `now`; one turn asks it once per schedule, not per job."""
+    _start, newest = compute_run_interval(TTrigger(trigger), now, None, tz=tz)
+    return newest.astimezone(UTC)
