@@ -356,7 +356,8 @@ def test_a_worker_asks_the_next_server_while_one_is_down(served: Served, tmp_pat
         assert env == served.runtime.deployments.run_environment(run)[0]
         assert (remote.beacon_dsn(run) or "").split("@")[1].startswith(served.url[7:])
     # none answers: the error names each server
-    with RemoteCode(f"{down},http://127.0.0.1:{free_port()}", key, tmp_path / "c2") as remote:
+    other = f"http://127.0.0.1:{free_port()}"
+    with RemoteCode(f"{down},{other}", key, tmp_path / "c2", patience=0) as remote:
         with pytest.raises(RemoteCodeError, match="no server answered") as refused:
             remote.environment(run)
     assert down in str(refused.value)
@@ -376,3 +377,33 @@ def test_a_relative_cache_folder_gives_absolute_run_folders(
         folder = remote.run_folder(served.new_run())
     assert folder.is_absolute() and folder.is_relative_to(tmp_path)
     assert (folder / "__deployment__.py").is_file()
+
+
+def test_a_worker_waits_for_a_restarting_server_instead_of_failing_the_run(
+    served: Served, tmp_path: Path
+) -> None:
+    """The run was dispatched just before its server went down for a restart: the worker
+    asks again until the server answers (within its patience), and the run goes on."""
+    run = served.new_run()
+    port = free_port()
+    later = uvicorn.Server(
+        uvicorn.Config(served.runtime.api(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    starter = threading.Timer(1.5, later.run)  # the server is back in 1.5 s
+    starter.start()
+    try:
+        with RemoteCode(f"http://127.0.0.1:{port}", served.key("worker"), tmp_path) as remote:
+            asked = time.monotonic()
+            folder = remote.run_folder(run)
+            assert time.monotonic() - asked >= 1.0
+            assert (folder / "__deployment__.py").is_file()
+        # past its patience the worker gives the run up, naming the server
+        down = f"http://127.0.0.1:{free_port()}"
+        with RemoteCode(down, served.key("worker"), tmp_path / "c2", patience=1.0) as remote:
+            asked = time.monotonic()
+            with pytest.raises(RemoteCodeError, match=down.replace(".", r"\.")):
+                remote.environment(run)
+            assert time.monotonic() - asked >= 1.0
+    finally:
+        later.should_exit = True
+        starter.join(10)

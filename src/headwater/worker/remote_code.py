@@ -23,11 +23,13 @@ rename. Its layout under `cache_dir`:
 from __future__ import annotations
 
 import binascii
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +51,7 @@ from headwater.workspace.packages import (
 PLURALS = {"deployment": "deployments", "configuration": "configurations"}
 _PACKAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -71,6 +74,9 @@ class ServerUnreachable(RemoteCodeError):
     server of the worker's list is asked."""
 
 
+PATIENCE_S = 120.0
+"""How long a worker asks again while no server answers before it gives a run up."""
+
 UNAVAILABLE = {502, 503, 504}
 """Answers of a proxy or load balancer whose server is down: as good as no answer."""
 
@@ -84,7 +90,13 @@ class RemoteCode:
     """
 
     def __init__(
-        self, server_url: str, api_key: str, cache_dir: Path, *, timeout: float = 300.0
+        self,
+        server_url: str,
+        api_key: str,
+        cache_dir: Path,
+        *,
+        timeout: float = 300.0,
+        patience: float = PATIENCE_S,
     ) -> None:
         urls = [u.strip().rstrip("/") for u in server_url.split(",") if u.strip()]
         if not urls:
@@ -100,6 +112,7 @@ class RemoteCode:
             )
             for url in urls
         ]
+        self.patience = patience
         self._current = 0
         self._beacons: dict[str, str] = {}
         """Run id -> its beacon secret, from its environment until its DSN is made."""
@@ -116,18 +129,30 @@ class RemoteCode:
 
     def _ask(self, fn: Callable[[str, httpx.Client], T]) -> T:
         """`fn(url, client)` on each server in turn, from the last that answered, until
-        one answers; raises when none does, naming each and what it said."""
-        first = self._current
-        tried = []
-        for i in [first, *(j for j in range(len(self._servers)) if j != first)]:
-            url, client = self._servers[i]
-            try:
-                result = fn(url, client)
-            except ServerUnreachable as ex:
-                tried.append(str(ex))
-                continue
-            self._current = i
-            return result
+        one answers. While none does, asks them all again for up to `patience` seconds (a
+        server restarting, say for an upgrade, must not fail the runs it dispatched; they
+        keep their leases meanwhile); then raises, naming each server and what it said."""
+        deadline = time.monotonic() + self.patience
+        wait = 0.25
+        while True:
+            first = self._current
+            tried = []
+            for i in [first, *(j for j in range(len(self._servers)) if j != first)]:
+                url, client = self._servers[i]
+                try:
+                    result = fn(url, client)
+                except ServerUnreachable as ex:
+                    tried.append(str(ex))
+                    continue
+                self._current = i
+                return result
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if wait == 0.25:
+                log.warning("no server answers (%s); asking again for %.0f s", tried[0], left)
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, 5.0)
         if len(tried) == 1:
             raise RemoteCodeError(tried[0])
         raise RemoteCodeError("no server answered: " + "; ".join(tried))
