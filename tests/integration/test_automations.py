@@ -2,7 +2,8 @@
 apprise, apprise's JSON target and a signed webhook against a local receiver that checks the
 signature, a receiver down for a while and across a restart (delivered later, once per id),
 three failures in a row pausing a job and triggering another, and in-code hooks that
-succeed, raise, hang, or follow a SIGKILLed run."""
+succeed, raise, hang, or follow a SIGKILLed run. Each on `up`'s own worker and on remote
+workers (`[remote]`: PostgreSQL, RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from headwater.core.signatures import signature
-from tests.integration.harness import Server
+from tests.integration.harness import WHERE, Server, served
 
 pytestmark = pytest.mark.integration
 
@@ -208,8 +209,10 @@ actions = [{{ pause = "load" }}, {{ trigger = "cleanup" }}]
 """
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Receiver, Mailbox]]:
+@pytest.fixture(scope="module", params=WHERE)
+def env(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Server, Receiver, Mailbox]]:
     ws = tmp_path_factory.mktemp("automations") / "ws"
     ws.mkdir()
     receiver, mailbox = Receiver(), Mailbox()
@@ -220,17 +223,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Rece
         mp.setenv("HOOK_SECRET", HOOK_SECRET)
         mp.setenv("HEADWATER_DELIVERY_BACKOFF_S", "0.5")
         mp.setenv("HEADWATER_HOOK_TIMEOUT_S", "3")
-        server = Server(ws).start()
-        # the SMTP password is a workspace secret, as `dlthub variable set --secret` sets it
-        answer = server.http.patch(
-            f"{server.w}/variables",
-            json={"upserts": [{"name": "SMTP_PASS", "type": "secret", "value": SMTP_PASS}]},
-        )
-        assert answer.status_code == 200, answer.text
         try:
-            yield server, receiver, mailbox
+            with served(ws, request.param) as server:
+                # the SMTP password is a workspace secret, as `dlthub variable set --secret` sets it
+                answer = server.http.patch(
+                    f"{server.w}/variables",
+                    json={"upserts": [{"name": "SMTP_PASS", "type": "secret", "value": SMTP_PASS}]},
+                )
+                assert answer.status_code == 200, answer.text
+                yield server, receiver, mailbox
         finally:
-            server.stop()
             mailbox.controller.stop()
             receiver.server.shutdown()
 

@@ -1,7 +1,8 @@
 """Intervals on a real `headwater up` with real dlt pipelines and DuckDB: an interval job
 whose incremental cursor takes each run's interval loads exactly that interval's rows; a
 backfill of 30 intervals survives a SIGKILL of the server without a gap or a repeat; the
-CLI's backfill, inspect and dry run."""
+CLI's backfill, inspect and dry run. Each on `up`'s own worker and on remote workers
+(`[remote]`: PostgreSQL, RabbitMQ), where the SIGKILL leaves the worker's run going."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.integration.harness import Server
+from tests.integration.harness import WHERE, Server, served
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,8 @@ import dlt.hub.run as run
 from dlt.hub.run import trigger
 
 ORIGIN = datetime.fromisoformat("{origin}")
+# the warehouse: one place whichever worker (and run folder) loads into it
+DATA = "{data}"
 
 
 def rows(step):
@@ -54,13 +57,13 @@ def hourly_events(ts: dlt.sources.incremental[datetime] = dlt.sources.incrementa
     require={{"timezone": "Europe/Berlin"}},
 )
 def daily():
-    p = dlt.pipeline("daily", destination=dlt.destinations.duckdb("warehouse.duckdb"))
+    p = dlt.pipeline("daily", destination=dlt.destinations.duckdb(DATA + "/warehouse.duckdb"))
     print(p.run(daily_events()))
 
 
 @run.job(trigger=trigger.schedule("0 * * * *"), incremental_mode="interval")
 def hourly():
-    p = dlt.pipeline("hourly", destination=dlt.destinations.duckdb("hourly.duckdb"))
+    p = dlt.pipeline("hourly", destination=dlt.destinations.duckdb(DATA + "/hourly.duckdb"))
     print(p.run(hourly_events()))
 
 
@@ -72,21 +75,27 @@ def floor_hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def data_dir(srv: Server) -> Path:
+    return srv.workspace.parent / "warehouse"
+
+
+@pytest.fixture(scope="module", params=WHERE)
+def srv(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp("intervals") / "ws"
     ws.mkdir()
+    (ws.parent / "warehouse").mkdir()
     now = datetime.now(UTC)
     origin = floor_hour(now) - timedelta(days=10)
     daily_start = (now - timedelta(days=3)).date().isoformat()
     (ws / "__deployment__.py").write_text(
-        WORKSPACE.format(origin=origin.isoformat(), daily_start=daily_start)
+        WORKSPACE.format(
+            origin=origin.isoformat(), daily_start=daily_start, data=ws.parent / "warehouse"
+        )
     )
-    server = Server(ws).start()
-    try:
+    with served(ws, request.param) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def rows_by(path: Path, table: str, bucket: str) -> Counter[datetime]:
@@ -120,7 +129,7 @@ def test_an_interval_job_catches_up_and_loads_exactly_each_intervals_rows(srv: S
     for (_s, e), (s2, _e) in zip(spans, spans[1:], strict=False):
         assert e == s2  # in order, no gap
     # one row an hour: each run loaded its Berlin day's rows and nothing else
-    with duckdb.connect(str(srv.workspace / "warehouse.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(data_dir(srv) / "warehouse.duckdb"), read_only=True) as con:
         for s, e in spans:
             start, end = datetime.fromisoformat(s), datetime.fromisoformat(e)
             (n,) = con.execute(
@@ -173,7 +182,7 @@ def test_a_backfill_of_30_intervals_survives_a_sigkill_without_gap_or_repeat(
         if r["status"] == "completed" and datetime.fromisoformat(r["interval_end"]) <= end
     )
     assert len(completed) == 30 and set(completed.values()) == {1}  # none twice
-    per_hour = rows_by(srv.workspace / "hourly.duckdb", "hourly_dataset", "hour")
+    per_hour = rows_by(data_dir(srv) / "hourly.duckdb", "hourly_dataset", "hour")
     expected = {start.replace(tzinfo=None) + timedelta(hours=i): 4 for i in range(30)}
     got = {k.replace(tzinfo=None): v for k, v in per_hour.items()}
     assert {k: v for k, v in got.items() if k < end.replace(tzinfo=None)} == expected

@@ -1,6 +1,7 @@
 """Overlap modes, locks and debounce of headwater.toml on a real `headwater up`: two real dlt
 jobs writing one DuckDB file never overlap under a lock, `replace` cancels the run it
-replaces, and a debounced job's pending fire survives a SIGKILL of the server."""
+replaces, and a debounced job's pending fire survives a SIGKILL of the server. Each test runs
+on `up`'s own worker and on remote workers (`[remote]`: PostgreSQL, RabbitMQ, two workers)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.integration.harness import Server, run_dlthub
+from tests.integration.harness import WHERE, Server, run_dlthub, served
 
 pytestmark = pytest.mark.integration
 
@@ -67,17 +68,16 @@ trigger_on_start = false
 """
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=WHERE)
+def srv(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp("overlap") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(WORKSPACE)
     (ws / "headwater.toml").write_text(CONFIG)
-    server = Server(ws).start()
-    try:
+    with served(ws, request.param, workers=2) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def finished(srv: Server, run: dict) -> dict:
