@@ -1,6 +1,7 @@
 """dbt Core in a job, with no Headwater-specific code: its artifacts are kept per run, its
 models and tests shown, and a failing test named in the run's failure reason (dbt run as a
-subprocess here; the demo's test covers `dbtRunner` in-process)."""
+subprocess here; the demo's test covers `dbtRunner` in-process). On `up`'s own worker and
+on remote workers (`[remote]`), whose artifacts reach the server's store."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Server
+from tests.integration.harness import WHERE, Server, served
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +53,10 @@ FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=WHERE)
+def srv(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp("dbt-core") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(WORKSPACE)
@@ -61,11 +64,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         path = ws / "project" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    server = Server(ws).start()
-    try:
+    with served(ws, request.param) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_a_failing_dbt_test_fails_the_run_and_is_named(srv: Server) -> None:

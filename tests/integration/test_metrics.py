@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import Server, free_port
+from tests.integration.harness import Server, free_port, served
 
 pytestmark = pytest.mark.integration
 
@@ -51,19 +51,18 @@ def value(got: dict, name: str, **labels: str) -> float:
     return got.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-@pytest.fixture(scope="module", params=["one-process", "two-api-processes"])
+@pytest.fixture(scope="module", params=["one-process", "two-api-processes", "remote"])
 def srv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
+    """`up` with its own worker (one API process or two), or with remote workers."""
     ws = tmp_path_factory.mktemp("metrics") / "ws"
     ws.mkdir()
     (ws / "__deployment__.py").write_text(WORKSPACE)
     extra = ("--api-processes", "2") if request.param == "two-api-processes" else ()
-    server = Server(ws, *extra, "--metrics-address", f"127.0.0.1:{free_port()}").start()
-    try:
+    where = "remote" if request.param == "remote" else "local"
+    with served(ws, where, *extra, "--metrics-address", f"127.0.0.1:{free_port()}") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def scrape(srv: Server, key: str | None) -> httpx.Response:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Server
+from tests.integration.harness import WHERE, Server, served
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +41,16 @@ __all__ = ["show", "tok"]
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=WHERE)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
     ws = tmp_path_factory.mktemp("varprof") / "ws"
     (ws / ".dlt").mkdir(parents=True)
     (ws / ".dlt" / ".workspace").touch()
     (ws / "__deployment__.py").write_text(WORKSPACE)
-    srv = Server(ws).start()
-    yield srv
-    srv.stop()
+    with served(ws, request.param) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
