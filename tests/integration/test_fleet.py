@@ -246,26 +246,40 @@ def test_a_burst_ends_exactly_once_through_a_killed_and_a_frozen_worker(
         fleet.stop()
 
 
-def test_a_worker_under_a_live_workers_name_is_refused(tmp_path: Path, database: str) -> None:
-    """A copy-pasted `--name`: starting would end the live worker's runs as lost."""
+def test_a_worker_does_not_start_under_a_live_workers_name_or_with_a_wrong_key(
+    tmp_path: Path, database: str
+) -> None:
+    """A copy-pasted `--name`: starting would end the live worker's runs as lost. A key the
+    server refuses: every run it took would fail."""
     fleet = Fleet(tmp_path, database).start(1)
-    try:
-        run_id = fleet.trigger(1, 30)[0]
-        fleet.srv.wait_run(run_id, 60, {"running"})
-        twin = RemoteWorkerProcess(
-            tmp_path / "twin" / "w0",  # a folder of its own: another host's copy of the command
+
+    def refused(name: str, key: str) -> str:
+        other = RemoteWorkerProcess(
+            tmp_path / "other" / name,  # a folder of its own: another host's copy of the command
             fleet.srv,
             database,
-            fleet.worker_key,
-            "w0",
+            key,
+            name,
             "--pool",
             fleet.pool,
             broker=fleet.broker,
         ).start()
-        assert twin.proc is not None and twin.proc.wait(60) != 0
-        assert "worker 'w0' is running on" in twin.log(), twin.log()[-2000:]
+        assert other.proc is not None and other.proc.wait(60) != 0, other.log()[-2000:]
+        return " ".join(other.log().split())
+
+    try:
+        run_id = fleet.trigger(1, 30)[0]
+        fleet.srv.wait_run(run_id, 60, {"running"})
+        said = refused("w0", fleet.worker_key)
+        assert "worker 'w0' is running on" in said, said[-2000:]
         assert fleet.srv.run(run_id)["status"] == "running"  # untouched
         assert fleet.workers[0].proc.poll() is None  # type: ignore[union-attr]
+        body = {"name": "a reader", "scope": "read"}
+        read_key = str(fleet.srv.post(f"{fleet.srv.w}/api-keys", json=body)["key"])
+        for key, why in [(read_key, "403"), ("dlt_sa_notakey", "401 unknown API key")]:
+            said = refused("w9", key)
+            assert why in said and "--scope worker" in said, said[-2000:]
+        assert fleet.srv.run(run_id)["status"] == "running"
     finally:
         fleet.stop()
 

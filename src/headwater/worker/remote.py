@@ -35,6 +35,7 @@ from headwater.worker.launchers import LauncherPool
 from headwater.worker.logpump import MAX_LOG_BYTES, MAX_LOG_LINES, LogPump
 from headwater.worker.processes import is_same_process, process_start_ticks
 from headwater.worker.recovery import end_lost_run
+from headwater.worker.remote_code import KeyRefused
 from headwater.worker.strays import kill_tree
 from headwater.worker.supervisor import Supervisor
 
@@ -171,6 +172,12 @@ class RemoteWorker:
                     "config_package_id": newest.get("config_package_id"),
                 }
             )
+        except KeyRefused as ex:
+            # every run would fail the same way: better not to take any
+            raise KeyRefused(
+                f"{ex}. A worker needs a key of scope worker, made on the server with"
+                " `headwater key create --name workers --scope worker`"
+            ) from ex
         except Exception as ex:
             log.warning("could not get the newest code to warm up: %s", ex)
             return

@@ -77,6 +77,14 @@ class ServerUnreachable(RemoteCodeError):
 PATIENCE_S = 120.0
 """How long a worker asks again while no server answers before it gives a run up."""
 
+
+class KeyRefused(RemoteCodeError):
+    """The server refused the worker's key (401 unknown or revoked, 403 not a worker key):
+    every run would fail the same way, so a worker does not start with it."""
+
+    code = "worker_key_refused"
+
+
 UNAVAILABLE = {502, 503, 504}
 """Answers of a proxy or load balancer whose server is down: as good as no answer."""
 
@@ -232,10 +240,7 @@ class RemoteCode:
             with client.stream("GET", url) as resp:
                 if resp.status_code != 200:
                     resp.read()
-                    error = (
-                        ServerUnreachable if resp.status_code in UNAVAILABLE else RemoteCodeError
-                    )
-                    raise error(f"cannot download {what}: {_refusal(resp)}")
+                    raise _error_class(resp)(f"cannot download {what}: {_refusal(resp)}")
                 expected = resp.headers.get(CONTENT_HASH_HEADER, "")
                 target = self._folder_of(kind, expected, what)
                 if target.is_dir():
@@ -311,10 +316,8 @@ class RemoteCode:
                 raise ServerUnreachable(f"cannot read {what}: {ex}") from ex
             except httpx.HTTPError as ex:
                 raise RemoteCodeError(f"cannot read {what}: {ex}") from ex
-            if resp.status_code in UNAVAILABLE:
-                raise ServerUnreachable(f"cannot read {what}: {_refusal(resp)}")
             if resp.status_code != 200:
-                raise RemoteCodeError(f"cannot read {what}: {_refusal(resp)}")
+                raise _error_class(resp)(f"cannot read {what}: {_refusal(resp)}")
             return what, resp
 
         what, resp = self._ask(read)
@@ -344,6 +347,16 @@ class RemoteCode:
         if secret is None:
             return None
         return beacon.dsn_with_secret(self.server_url, run["workspace_id"], run["id"], secret)
+
+
+def _error_class(resp: httpx.Response) -> type[RemoteCodeError]:
+    """What an answer other than 200 means: no answer (a proxy's 502/503/504), a refused
+    key, or a refusal of this one request."""
+    if resp.status_code in UNAVAILABLE:
+        return ServerUnreachable
+    if resp.status_code in (401, 403):
+        return KeyRefused
+    return RemoteCodeError
 
 
 def _refusal(resp: httpx.Response) -> str:
