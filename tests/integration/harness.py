@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import shutil
@@ -235,7 +236,13 @@ class Server:
         return proc
 
 
-AMQP_URL = os.environ.get("HEADWATER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_VHOST = f"headwater-test-{_XDIST_WORKER}" if _XDIST_WORKER else ""
+"""Tests run in parallel (pytest-xdist) each get a RabbitMQ vhost of their own, as two
+deployments should: their servers all send runs to a queue named `default`."""
+AMQP_URL = os.environ.get(
+    "HEADWATER_TEST_AMQP_URL", f"amqp://guest:guest@127.0.0.1:5672/{_VHOST or '/'}"
+)
 
 
 class RemoteWorkerProcess:
@@ -323,6 +330,7 @@ def require_rabbitmq() -> None:
     from kombu import Connection
 
     try:
+        _ensure_vhost()
         with Connection(AMQP_URL, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1)
     except Exception as ex:
@@ -332,6 +340,20 @@ def require_rabbitmq() -> None:
         if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
             pytest.fail(f"{msg}. CI is set, so broker tests must not be skipped.", pytrace=False)
         pytest.skip(msg)
+
+
+@functools.cache
+def _ensure_vhost() -> None:
+    """Make this test process's vhost (with `rabbitmqctl`, on the broker's machine)."""
+    if not _VHOST or "HEADWATER_TEST_AMQP_URL" in os.environ:
+        return
+    for args in (
+        ["add_vhost", _VHOST],
+        ["set_permissions", "-p", _VHOST, "guest", ".*", ".*", ".*"],
+    ):
+        done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+        if done.returncode and "already exists" not in done.stdout + done.stderr:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}")
 
 
 def delete_queue(name: str) -> None:

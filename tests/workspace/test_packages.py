@@ -250,6 +250,10 @@ def test_a_package_with_too_many_files_is_refused(tmp_path: Path, monkeypatch: A
     refused(tmp_path, data, "more than 10 files", PackageTooLarge)
 
 
-@pytest.mark.parametrize("data", [b"", b"not gzip", gzip.compress(b"not a tar" * 100)])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not gzip", gzip.compress(b"not a tar" * 100, mtime=0)],
+    ids=["empty", "not-gzip", "gzip-not-tar"],
+)
 def test_not_a_package_is_refused(tmp_path: Path, data: bytes) -> None:
     refused(tmp_path, data, "not a")
