@@ -12,6 +12,7 @@ import pytest
 
 from headwater.automations.rules import RuleEngine
 from headwater.scheduler.intervals import IntervalPlanner
+from headwater.store import notify
 from headwater.store.db import make_engine, sqlite_url, upgrade
 from headwater.store.store import JobSpec, Store
 from headwater.workspace.config import parse_config
@@ -99,3 +100,26 @@ def test_a_missed_deadline_notifies_once(env: tuple[Store, str, dict[str, Any]])
     missed = [d for d in deliveries(store, ws) if d["event"] == "deadline.missed"]
     assert len(missed) == 1
     assert missed[0]["payload"]["body"] == "jobs.m.daily run 1 missed its deadline"
+
+
+def test_without_automations_or_hooks_events_cost_no_reads(
+    env: tuple[Store, str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst writes several events a run: with nothing to match them, the engine moves
+    its cursor past them without reading each one's run and job."""
+    store, ws, job = env
+    empty = parse_config("")
+    store.save_config(ws, empty.model_dump(mode="json"), empty.hash)
+    store.notifier.notify_local(notify.JOBS)  # the engine reads the configuration again
+    engine = RuleEngine(store, ws, base_url=lambda: "http://hw")
+    engine.run_once(TICK)
+    run = fire(store, job, "schedule:0 6 * * *", now=TICK).run
+    assert run is not None
+    reads: list[str] = []
+    for name in ("get_run", "get_job"):
+        real = getattr(store, name)
+        monkeypatch.setattr(
+            store, name, lambda *a, _n=name, _r=real, **k: (reads.append(_n), _r(*a, **k))[1]
+        )
+    assert engine.run_once(TICK + timedelta(seconds=1)) >= 1  # the run's events were read
+    assert reads == [] and deliveries(store, ws) == []

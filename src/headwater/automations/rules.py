@@ -138,8 +138,14 @@ class RuleEngine:
     def _handle(
         self, event: dict[str, Any], automations: list[dict[str, Any]], now: datetime
     ) -> None:
-        run = self.store.get_run(event["run_id"]) if event["run_id"] else None
+        hook_field = HOOK_EVENTS.get(event["kind"])
+        if not automations and hook_field is None:
+            return  # nothing can follow from it: no reads (a burst writes several events a run)
         job = self.store.get_job(event["job_id"]) if event["job_id"] else None
+        target = (job.get("settings") or {}).get(hook_field) if hook_field and job else None
+        if not automations and not target:
+            return
+        run = self.store.get_run(event["run_id"]) if event["run_id"] else None
         names = rules.user_events(event["kind"], event["payload"] or {}, (run or {}).get("reason"))
         rows: list[dict[str, Any]] = []
         key = f"event:{event['id']}"
@@ -159,26 +165,23 @@ class RuleEngine:
                 if not rules.streak(ended, automation["count"], wanted):
                     continue
             rows += self._actions(automation, key, name, event, run, job)
-        hook_field = HOOK_EVENTS.get(event["kind"])
-        if hook_field and job is not None and run is not None:
-            target = (job.get("settings") or {}).get(hook_field)
-            if target:
-                rows.append(
-                    {
-                        "automation": f"hook:{hook_field}",
-                        "event_key": key,
-                        "event": event["kind"],
-                        "action": 0,
-                        "kind": "hook",
-                        "target": target,
-                        "run_id": run["id"],
-                        "job_id": job["id"],
-                        "payload": {
-                            "callable": target,
-                            "run": _run_data(run, job, self.base_url(), self.ws_id),
-                        },
-                    }
-                )
+        if target and job is not None and run is not None:
+            rows.append(
+                {
+                    "automation": f"hook:{hook_field}",
+                    "event_key": key,
+                    "event": event["kind"],
+                    "action": 0,
+                    "kind": "hook",
+                    "target": target,
+                    "run_id": run["id"],
+                    "job_id": job["id"],
+                    "payload": {
+                        "callable": target,
+                        "run": _run_data(run, job, self.base_url(), self.ws_id),
+                    },
+                }
+            )
         if rows:
             self.store.enqueue(self.ws_id, rows, now)
 
