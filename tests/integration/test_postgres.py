@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    with new_pg_database("hw_it") as name:
-        yield name
+    with new_pg_database("hw_it") as url:
+        yield url
 
 
 def test_runs_chains_and_restart_on_postgresql(tmp_path: Path, database: str) -> None:

@@ -150,8 +150,9 @@ class RemoteWorker:
             if pid == os.getpid() or not _is_worker_process(pid):
                 return  # it died here (SIGKILL, OOM): this start cleans up after it
         else:
-            beat = datetime.now(UTC) - mine["heartbeat_at"]
-            if beat > timedelta(seconds=self.lease_s):
+            now = datetime.now(UTC)
+            states = self.store.worker_states()
+            if not any(s.name == self.name and s.is_live(now, self.lease_s) for s in states):
                 return  # silent for over a lease: lost, its runs are ended or retried
         raise WorkerNameTaken(
             f"worker {self.name!r} is running on {host} (pid {pid}, heartbeat"

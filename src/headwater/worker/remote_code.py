@@ -141,7 +141,7 @@ class RemoteCode:
         server restarting, say for an upgrade, must not fail the runs it dispatched; they
         keep their leases meanwhile); then raises, naming each server and what it said."""
         deadline = time.monotonic() + self.patience
-        wait = 0.25
+        wait, warned = 0.25, False
         while True:
             first = self._current
             tried = []
@@ -157,8 +157,9 @@ class RemoteCode:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            if wait == 0.25:
+            if not warned:
                 log.warning("no server answers (%s); asking again for %.0f s", tried[0], left)
+                warned = True
             time.sleep(min(wait, left))
             wait = min(wait * 2, 5.0)
         if len(tried) == 1:
