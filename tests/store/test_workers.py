@@ -208,9 +208,11 @@ def test_a_worker_frozen_inside_a_transaction_does_not_hold_the_reaper(
     """A worker frozen (SIGSTOP) between two statements of its heartbeat holds row locks
     on its runs: PostgreSQL ends that session, so the reaper ends the runs instead of
     waiting for the locks, and every dispatch of the fleet with it (seen in test_fleet)."""
-    monkeypatch.setattr(db, "IDLE_IN_TRANSACTION_MS", 500)
+    migrating = db.make_engine(db_url)  # the migrations under the usual timeout
+    db.upgrade(migrating)
+    migrating.dispose()
+    monkeypatch.setattr(db, "IDLE_IN_TRANSACTION_MS", 2000)
     engine = db.make_engine(db_url)
-    db.upgrade(engine)
     store = Store(engine)
     ws = store.ensure_workspace("/srv/workspace", "demo")["id"]
     reaper = RemoteDispatcher(store, lambda *a: None)
